@@ -1,0 +1,18 @@
+# Developer shortcuts. The README's commands are the source of truth.
+.PHONY: test demo crds unit lint
+
+test:            ## every test, against a real local control plane (tests/run.sh)
+	tests/run.sh
+
+demo:            ## local control plane + emulator + agents + example secrets
+	examples/demo/run.sh
+
+crds:            ## regenerate crds/ from the Rust types
+	cargo run -q -- crd > crds/airflowsecretbindings.yaml
+
+unit:            ## pure tests only, no test ground
+	cargo test --lib
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings

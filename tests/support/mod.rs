@@ -1,0 +1,185 @@
+//! Shared helpers of the tests that run against the test ground (tests/ground/up.sh): a real
+//! kube-apiserver + controller-manager + scheduler + kwok, the moto Secrets Manager emulator and
+//! helm. `tests/run.sh` starts the ground and exports its coordinates; without them these tests
+//! fail with a message saying so (they never skip).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+
+/// A variable the ground exports; its absence is a set-up error, not a reason to skip.
+pub fn ground_var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: these tests need the test ground. Run them with `tests/run.sh` \
+             (or `source <state>/env` after `tests/ground/up.sh <state>`)."
+        )
+    })
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub async fn client() -> Client {
+    ground_var("KUBECONFIG");
+    Client::try_default()
+        .await
+        .expect("cannot build a client from KUBECONFIG")
+}
+
+/// A fresh namespace for one test, named after it plus a random suffix.
+pub async fn namespace(client: &Client, test: &str) -> String {
+    let suffix: u32 = rand_u32();
+    let name = format!("{}-{:08x}", test.replace('_', "-"), suffix);
+    let name = name.chars().take(63).collect::<String>();
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"aso-test": "true"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
+    name
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Installs (server-side apply) the CRDs from `crds/` and waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let dir = repo_root().join("crds");
+    for entry in std::fs::read_dir(&dir).expect("read crds/") {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let name = crd.name_any();
+            crds.patch(
+                &name,
+                &PatchParams::apply("aso-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
+            eventually(
+                &format!("CRD {name} Established"),
+                Duration::from_secs(30),
+                || {
+                    let crds = crds.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = crds.get(&name).await.ok()?;
+                        let established = crd
+                            .status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True");
+                        established.then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+}
+
+/// Runs a command of the ground (helm, kubectl) and returns stdout, panicking with stderr on failure.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd} {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `helm install` of the agent stand-in chart (tests/agent-chart) with the given values.
+pub fn helm_install_agent(namespace: &str, release: &str, values_yaml: &str) {
+    helm_agent("install", namespace, release, values_yaml, &[]);
+}
+
+pub fn helm_agent(verb: &str, namespace: &str, release: &str, values_yaml: &str, extra: &[&str]) {
+    let helm = ground_var("ASO_HELM");
+    let values = std::env::temp_dir().join(format!(
+        "aso-values-{namespace}-{release}-{}.yaml",
+        rand_u32()
+    ));
+    std::fs::write(&values, values_yaml).unwrap();
+    let chart = repo_root().join("tests/agent-chart");
+    let mut args = vec![
+        verb,
+        release,
+        chart.to_str().unwrap(),
+        "--namespace",
+        namespace,
+        "-f",
+        values.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
+    run(&helm, &args);
+    let _ = std::fs::remove_file(values);
+}
+
+/// An AWS Secrets Manager client for the emulator, configured only through the standard
+/// environment (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_REGION`, test credentials).
+pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    ground_var("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    aws_sdk_secretsmanager::Client::new(&config)
+}
