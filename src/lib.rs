@@ -5,5 +5,6 @@
 //! mapping ([`airflow`], pure) → desired objects (pure) → apply (server-side apply) → status.
 #![forbid(unsafe_code)]
 
+pub mod airflow;
 pub mod api;
 pub mod crd;

@@ -1,0 +1,328 @@
+//! Golden test against real Apache Airflow (3.1.8 + amazon provider 9.39.0, in the venv the test
+//! assets build): every secret is stored in the Secrets Manager emulator; Airflow's
+//! `SecretsManagerBackend` reads it there, and Airflow's `EnvironmentVariablesBackend` reads what
+//! this crate turns it into. Both must give the same connection, field by field, for the core and
+//! the Task SDK Connection classes — and whenever we refuse to inject an entry as "absent",
+//! Airflow must not find it through Secrets Manager either.
+//!
+//! An extra corpus can be given with `ASO_GOLDEN_CORPUS=file.json`
+//! (`{"connections": [{"id": .., "secret": ..}], "variables": [..]}`).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use airflow_secrets_operator::airflow::connection::{Rejection, connection_value, plain_value};
+use airflow_secrets_operator::airflow::names::{
+    check_env_name, connection_env_name, variable_env_name,
+};
+use serde_json::{Value, json};
+use support::*;
+
+/// (id, SecretString) pairs.
+type Corpus = Vec<(String, String)>;
+/// What the operator injects for one entry: (env name, env value), or why not.
+type Injection = Result<(String, String), Rejection>;
+
+fn builtin_connections() -> Corpus {
+    let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDGxPB4c+/=\n-----END OPENSSH PRIVATE KEY-----\n";
+    let big = "x".repeat(60 * 1024);
+    let mut v: Vec<(&str, String)> = vec![
+        // The shared semantics document's vectors V1..V20.
+        ("v1", "postgresql://user:p%40ss@db.example.com:5432/mydb".into()),
+        ("v2", "postgres://u:pw@h.example.com:5432/db?sslmode=require&connect_timeout=10".into()),
+        ("v3", r#"{"engine":"postgresql","username":"admin","password":"s3cr3t","host":"db.internal","port":"5432","database":"analytics"}"#.into()),
+        ("v4", r#"{"username":"admin","password":"pw!","engine":"postgres","host":"x.rds.amazonaws.com","port":5432,"dbname":"app","dbInstanceIdentifier":"x"}"#.into()),
+        ("v5", r#"{"conn_type":"aws","extra":{"region_name":"eu-west-1","role_arn":"arn:aws:iam::123456789012:role/r"}}"#.into()),
+        ("v6", r#"{"conn_type":"http","host":"api.example.com","extra":"{\"timeout\": 30}"}"#.into()),
+        ("v7", r#"{"conn_type":"mysql","user":"bob","pass":"x y","server":"h","foo":"bar"}"#.into()),
+        ("v8", r#"{"conn_id":"my_db","conn_type":"postgres","host":"h"}"#.into()),
+        ("v9", r#"{"user":"a","login":"b","conn_type":"postgres"}"#.into()),
+        ("v10", r#"{"conn_type":"aws","login":"AKIAEXAMPLE","key":"wJalrXUtnFEMI"}"#.into()),
+        ("v11", "my-conn-type://login:password@host:1234/schema?param1=val1&param2=val2".into()),
+        ("v12", "http://https%3A%2F%2Fapi.example.com:443/v1".into()),
+        ("v13", "mysql://us%3Aer:p%40ss%2Fw%3Ard@host:3306/my%20db".into()),
+        ("v14", r#"   {"conn_type":"postgres","host":"h","port":0,"extra":""}"#.into()),
+        ("v15", "aws://?__extra__=%7B%22region_name%22%3A+%22us-east-1%22%2C+%22config_kwargs%22%3A+%7B%22retries%22%3A+%7B%22max_attempts%22%3A+5%7D%7D%7D".into()),
+        ("v16", r#"{"conn_type":"postgres","host":"h","password":12345}"#.into()),
+        ("v17", r#"{"conn_type":"postgres","host":"h","extra":"not json"}"#.into()),
+        ("v18", r#"{"conn_type":"postgres","host":"h","port":"abc"}"#.into()),
+        ("v19", "sqlite://:@/%2Ftmp%2Fdb.sqlite".into()),
+        ("v20", r#"{"conn_type":"snowflake","login":"u","password":"p","schema":"PUBLIC","extra":{"account":"acme","insecure_mode":false}}"#.into()),
+        // Run results listed under the vectors.
+        ("dup_user", r#"{"user":"a","login":"b","user":"c"}"#.into()),
+        ("port_true", r#"{"conn_type":"postgres","port":true}"#.into()),
+        ("port_float", r#"{"conn_type":"postgres","port":5432.9}"#.into()),
+        ("extra_list", r#"{"conn_type":"postgres","extra":["a"]}"#.into()),
+        ("not_json", "{not json".into()),
+        ("empty_object", "{}".into()),
+        ("empty", "".into()),
+        ("blank", "   \n ".into()),
+        // Adversarial.
+        ("nbsp_json", "\u{a0}{\"conn_type\": \"postgres\", \"host\": \"h\"}".into()),
+        ("fs_json", "\u{1c}{\"conn_type\": \"postgres\", \"host\": \"h\"}".into()),
+        ("bom_json", "\u{feff}{\"conn_type\": \"postgres\"}".into()),
+        ("json_array", r#"["postgres", "h"]"#.into()),
+        ("json_trailing", r#"{"conn_type":"postgres"} x"#.into()),
+        ("json_nested_dup", r#"{"conn_type":"x","extra":{"a":1,"a":2},"extra":{"b":[1,{"c":null}]}}"#.into()),
+        ("unicode_values", r#"{"conn_type":"postgres","login":"jürgen","password":"päss wörd ✓ \ud83d\ude00","host":"db.例え.jp","schema":"データ"}"#.into()),
+        ("unicode_uri", "postgres://j%C3%BCrgen:p%C3%A4ss@h/d%C3%A4ta".into()),
+        ("pem_in_json", json!({"conn_type": "ssh", "host": "bastion", "login": "ec2-user", "extra": {"private_key": pem}}).to_string()),
+        ("pem_password", json!({"conn_type": "ssh", "host": "h", "password": pem}).to_string()),
+        ("big_value", json!({"conn_type": "http", "host": "h", "password": big}).to_string()),
+        ("big_uri", format!("http://u:{big}@h")),
+        ("extra_object_vs_string_a", r#"{"conn_type":"http","extra":{"a":"1"}}"#.into()),
+        ("extra_object_vs_string_b", r#"{"conn_type":"http","extra":"{\"a\": \"1\"}"}"#.into()),
+        ("extra_falsy", r#"{"conn_type":"http","extra":{}}"#.into()),
+        ("extra_number", r#"{"conn_type":"http","extra":5}"#.into()),
+        ("aliases_all", r#"{"user_name":"u","pass":"p","remote_host":"r","database":"d","connection_type":"mysql"}"#.into()),
+        ("aliases_order", r#"{"server":"s","host":"h","schema":"sc","database":"db","key":"k","password":"p"}"#.into()),
+        ("port_string_ws", r#"{"conn_type":"postgres","port":" 5432 "}"#.into()),
+        ("port_underscore", r#"{"conn_type":"postgres","port":"5_432"}"#.into()),
+        ("port_big", r#"{"conn_type":"postgres","port":123456789012345678901234567890}"#.into()),
+        ("port_exp", r#"{"conn_type":"postgres","port":5.4e3}"#.into()),
+        ("port_neg", r#"{"conn_type":"postgres","port":"-1"}"#.into()),
+        ("login_number", r#"{"conn_type":"postgres","login":7}"#.into()),
+        ("login_zero", r#"{"conn_type":"postgres","login":0}"#.into()),
+        ("conn_type_bool", r#"{"conn_type":true}"#.into()),
+        ("conn_type_postgresql_dash", r#"{"conn_type":"google-cloud-platform"}"#.into()),
+        ("three_schemes", "http://https://a://b".into()),
+        ("two_schemes", "http://https://api.example.com/v1".into()),
+        ("no_scheme", "just-a-host".into()),
+        ("uri_ws", "  \n postgres://u:p@h:5432/d \t".into()),
+        ("uri_extra_param", "aws://?region_name=eu-west-1&__extra__=%7B%7D".into()),
+        ("json_ws_inside", "{\n  \"conn_type\" : \"postgres\" ,\n  \"host\":\"h\"\n}\n".into()),
+        ("json_escapes", r#"{"conn_type":"postgres","password":"a\"b\\c\/d\n\t\u0000e"}"#.into()),
+        // Ids Airflow accepts that are awkward for env names / Secret keys.
+        ("my-db", "postgres://h".into()),
+        ("my.db.v2", "postgres://h".into()),
+        ("team/db", "postgres://h".into()),
+        ("MixedCase_Id", "postgres://h".into()),
+    ];
+    v.push(("straße", "postgres://h".into()));
+    v.push(("café", "postgres://h".into()));
+    v.into_iter().map(|(id, s)| (id.to_string(), s)).collect()
+}
+
+fn builtin_variables() -> Corpus {
+    [
+        ("plain", "value".to_string()),
+        ("json", "  {\"a\": 1}\n".into()),
+        ("multiline", "line1\nline2\r\nline3".into()),
+        ("unicode", "ünïcödé ✓ 例え".into()),
+        ("big", "y".repeat(60 * 1024)),
+        ("with-dash.and.dots", "v".into()),
+        ("path/like", "v".into()),
+        ("Case_Mixed", "v".into()),
+        ("spaces_only", "   ".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn external_corpus() -> (Corpus, Corpus) {
+    let Ok(path) = std::env::var("ASO_GOLDEN_CORPUS") else {
+        return (vec![], vec![]);
+    };
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("ASO_GOLDEN_CORPUS={path}: {e}"));
+    let doc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ASO_GOLDEN_CORPUS={path}: {e}"));
+    let read = |kind: &str| -> Corpus {
+        doc.get(kind)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["id"].as_str().expect("id").to_string(),
+                            e["secret"].as_str().expect("secret").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (read("connections"), read("variables"))
+}
+
+/// What the operator would inject for one entry: Some((env name, value)) or the rejection.
+fn ours_conn(id: &str, secret: &str) -> Injection {
+    let name = connection_env_name(id);
+    check_env_name(&name).map_err(|e| Rejection::Unrepresentable(e.to_string()))?;
+    let c = connection_value(secret, &BTreeMap::new())?;
+    Ok((name, c.value))
+}
+
+fn ours_var(id: &str, secret: &str) -> Injection {
+    let name = variable_env_name(id);
+    check_env_name(&name).map_err(|e| Rejection::Unrepresentable(e.to_string()))?;
+    Ok((name, plain_value(secret)?))
+}
+
+fn job_entries(
+    entries: &[(String, String)],
+    ours: fn(&str, &str) -> Injection,
+) -> (Vec<Value>, Vec<Injection>) {
+    let mut job = Vec::new();
+    let mut results = Vec::new();
+    for (id, secret) in entries {
+        let r = ours(id, secret);
+        let (env_name, env_value) = match &r {
+            Ok((n, v)) => (json!(n), json!(v)),
+            Err(_) => (Value::Null, Value::Null),
+        };
+        job.push(json!({"id": id, "secret": secret, "env_name": env_name, "env_value": env_value}));
+        results.push(r);
+    }
+    (job, results)
+}
+
+fn run_oracle(job: &Value) -> Value {
+    let venv = ground_var("ASO_AIRFLOW_VENV");
+    let script = repo_root().join("tests/golden/airflow_oracle.py");
+    let mut child = Command::new(format!("{venv}/bin/python"))
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Airflow oracle");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "Airflow oracle failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("oracle output is UTF-8");
+    let (_, result) = stdout
+        .split_once("=== aso-oracle-result ===\n")
+        .expect("oracle printed its result marker");
+    serde_json::from_str(result.trim()).expect("oracle result is JSON")
+}
+
+#[test]
+fn airflow_reads_our_env_exactly_as_it_reads_secrets_manager() {
+    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
+    let (ext_conns, ext_vars) = external_corpus();
+    let conns: Vec<_> = builtin_connections().into_iter().chain(ext_conns).collect();
+    let vars: Vec<_> = builtin_variables().into_iter().chain(ext_vars).collect();
+
+    let (conn_job, conn_ours) = job_entries(&conns, ours_conn);
+    let (var_job, var_ours) = job_entries(&vars, ours_var);
+    let prefix = format!("golden-{}/connections", std::process::id());
+    let vprefix = format!("golden-{}/variables", std::process::id());
+    let result = run_oracle(&json!({
+        "endpoint": endpoint,
+        "connections_prefix": prefix,
+        "variables_prefix": vprefix,
+        "connections": conn_job,
+        "variables": var_job,
+    }));
+
+    let mut failures = Vec::new();
+    let (mut injected, mut absent, mut unrepresentable) = (0, 0, 0);
+    for (i, (id, _)) in conns.iter().enumerate() {
+        let r = &result["connections"][i];
+        assert_eq!(r["id"].as_str(), Some(id.as_str()));
+        match &conn_ours[i] {
+            Ok(_) => {
+                injected += 1;
+                for class in ["core", "sdk"] {
+                    if r["sm"][class] != r["env"][class] {
+                        failures.push(format!("connection {id:?} ({class}): Secrets Manager gives {} but our env gives {}", r["sm"][class], r["env"][class]));
+                    }
+                }
+            }
+            Err(Rejection::Absent(why)) => {
+                absent += 1;
+                for class in ["core", "sdk"] {
+                    if r["sm"][class]["found"] != json!(false) {
+                        failures.push(format!("connection {id:?}: we drop it ({why}) but Airflow ({class}) finds it through Secrets Manager"));
+                    }
+                }
+            }
+            Err(Rejection::Unrepresentable(_)) => unrepresentable += 1,
+            Err(Rejection::Invalid(why)) => {
+                failures.push(format!("connection {id:?}: unexpected Invalid: {why}"))
+            }
+        }
+    }
+    for (i, (id, _)) in vars.iter().enumerate() {
+        let r = &result["variables"][i];
+        match &var_ours[i] {
+            Ok(_) => {
+                if r["sm"] != r["env"] {
+                    failures.push(format!(
+                        "variable {id:?}: Secrets Manager gives {} but our env gives {}",
+                        r["sm"], r["env"]
+                    ));
+                }
+                if r["sm"]["found"] != json!(true) {
+                    failures.push(format!(
+                        "variable {id:?}: Airflow did not find it through Secrets Manager"
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("variable {id:?}: not injected: {e}")),
+        }
+    }
+    // The built-in corpus exercises all three outcomes.
+    assert!(
+        injected >= 50 && absent >= 10 && unrepresentable >= 1,
+        "injected {injected}, absent {absent}, unrepresentable {unrepresentable}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} disagreement(s) with Airflow:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn extra_conn_words_mean_what_they_mean_to_airflow() {
+    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
+    let words: BTreeMap<String, Vec<String>> = [
+        ("user".to_string(), vec!["account".to_string()]),
+        (
+            "host".to_string(),
+            vec!["endpoint".to_string(), "address".to_string()],
+        ),
+        ("extra".to_string(), vec!["options".to_string()]),
+    ]
+    .into();
+    let conns: Vec<(String, String)> = [
+        ("snow", r#"{"conn_type":"snowflake","account":"acme","password":"p","endpoint":"e.example.com"}"#),
+        ("order", r#"{"address":"a","host":"h","endpoint":"e","login":"l","account":"acc"}"#),
+        ("opts", r#"{"conn_type":"http","options":{"timeout":3},"extra":{"ignored":true}}"#),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let mut job = Vec::new();
+    for (id, secret) in &conns {
+        let c = connection_value(secret, &words).expect("injected");
+        job.push(json!({"id": id, "secret": secret, "env_name": connection_env_name(id), "env_value": c.value}));
+    }
+    let result = run_oracle(&json!({
+        "endpoint": endpoint,
+        "connections_prefix": format!("golden-words-{}", std::process::id()),
+        "extra_conn_words": words,
+        "connections": job,
+    }));
+    for (i, (id, _)) in conns.iter().enumerate() {
+        let r = &result["connections"][i];
+        assert_eq!(r["sm"]["core"]["found"], json!(true), "{id}: {}", r["sm"]);
+        assert_eq!(r["sm"], r["env"], "connection {id:?}");
+    }
+}
