@@ -316,8 +316,9 @@ pub struct Target {
     )]
     pub secret_name: Option<String>,
 
-    /// Deployments in the binding's namespace that receive the values. A Deployment is selected
-    /// when it matches every criterion given.
+    /// Deployments in the binding's namespace that receive the values: those of `helmRelease`
+    /// that also match `selector` (when both are given) and are of one of `components`, plus every
+    /// Deployment listed in `names`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workloads: Option<WorkloadSelector>,
 

@@ -8,3 +8,5 @@
 pub mod airflow;
 pub mod api;
 pub mod crd;
+pub mod desired;
+pub mod resolve;

@@ -11,8 +11,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use airflow_secrets_operator::airflow::connection::{Rejection, connection_value, plain_value};
 use airflow_secrets_operator::airflow::names::{
@@ -184,26 +182,14 @@ fn job_entries(
 fn run_oracle(job: &Value) -> Value {
     let venv = ground_var("ASO_AIRFLOW_VENV");
     let script = repo_root().join("tests/golden/airflow_oracle.py");
-    let mut child = Command::new(format!("{venv}/bin/python"))
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the Airflow oracle");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "Airflow oracle failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let python = format!("{venv}/bin/python");
+    let out = pipe(
+        &python,
+        &[script.to_str().unwrap()],
+        job.to_string().as_bytes(),
+        "the Airflow oracle",
     );
-    let stdout = String::from_utf8(out.stdout).expect("oracle output is UTF-8");
+    let stdout = String::from_utf8(out).expect("oracle output is UTF-8");
     let (_, result) = stdout
         .split_once("=== aso-oracle-result ===\n")
         .expect("oracle printed its result marker");

@@ -170,7 +170,17 @@ async fn secrets_manager_emulator_round_trip_through_the_aws_sdk() {
         "a missing id is a per-id error, not a failed call"
     );
 
-    let listed = sm.list_secrets().send().await.expect("ListSecrets");
+    let listed = sm
+        .list_secrets()
+        .filters(
+            aws_sdk_secretsmanager::types::Filter::builder()
+                .key(aws_sdk_secretsmanager::types::FilterNameStringType::Name)
+                .values(&name)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("ListSecrets");
     let entry = listed
         .secret_list()
         .iter()

@@ -183,3 +183,30 @@ pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     aws_sdk_secretsmanager::Client::new(&config)
 }
+
+/// Runs `program args…` with `input` on stdin and returns its stdout, panicking with `what` and
+/// the program's stderr when it cannot start or fails.
+pub fn pipe(program: &str, args: &[&str], input: &[u8], what: &str) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {program}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for the child");
+    assert!(
+        out.status.success(),
+        "{what}: {program} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

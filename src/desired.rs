@@ -1,0 +1,668 @@
+//! What the cluster should hold for one binding, computed without I/O: the managed Secret's data,
+//! the env entries each selected container gets, the content hash that drives rollouts, and the
+//! per-entry status lines.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::airflow::connection::{Rejection, connection_value, plain_value};
+use crate::airflow::names::{self, check_env_name, is_secret_key};
+use crate::api::{Component, EntryKind, EntryState, EntryStatus, Injection, WorkloadSelector};
+
+/// Pod-template annotation that carries the content hash; a change rolls the Deployment.
+pub const HASH_ANNOTATION: &str = "airflow-secrets.io/content-hash";
+
+/// One entry after Secrets Manager was asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedEntry {
+    pub kind: EntryKind,
+    /// Connection id, variable key, or `section.key`.
+    pub name: String,
+    /// For config entries: (section, key).
+    pub config: Option<(String, String)>,
+    pub secret_id: String,
+    pub version_id: Option<String>,
+    pub outcome: Fetched,
+}
+
+/// What Secrets Manager answered for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The `SecretString`.
+    Value(String),
+    /// The secret has only `SecretBinary`, which Airflow never reads.
+    BinaryOnly,
+    /// Not found, access denied, other error, or invalid: with a message that has no value in it.
+    Problem(EntryState, String),
+}
+
+/// One env entry: `name` from key `secret_key` of the managed Secret.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnvBinding {
+    pub env_name: String,
+    pub secret_key: String,
+}
+
+/// The desired state of one binding's Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSecret {
+    /// Secret key → value.
+    pub data: BTreeMap<String, String>,
+    /// Env entries, sorted by name.
+    pub env: Vec<EnvBinding>,
+    /// SHA-256 over keys, values and env names: equal content, equal hash, on every run.
+    pub content_hash: String,
+    /// One line per entry, in the order given.
+    pub entries: Vec<EntryStatus>,
+}
+
+/// Maps resolved entries to the managed Secret with Airflow's semantics. Entries that cannot be
+/// injected are reported and left out; entries that would land on the same env name are all left
+/// out and reported as Conflict (never silently merged).
+pub fn desired_secret(
+    resolved: &[ResolvedEntry],
+    injection: Injection,
+    extra_conn_words: &BTreeMap<String, Vec<String>>,
+) -> DesiredSecret {
+    struct Candidate {
+        env_name: String,
+        value: String,
+        warnings: Vec<String>,
+    }
+    let mut statuses = Vec::with_capacity(resolved.len());
+    let mut candidates: Vec<Option<Candidate>> = Vec::with_capacity(resolved.len());
+    for entry in resolved {
+        let env_name = match (&entry.kind, &entry.config) {
+            (EntryKind::Connection, _) => names::connection_env_name(&entry.name),
+            (EntryKind::Variable, _) => names::variable_env_name(&entry.name),
+            (EntryKind::Config, Some((section, key))) => names::config_env_name(section, key),
+            (EntryKind::Config, None) => names::config_env_name("", &entry.name),
+        };
+        let mut status = EntryStatus {
+            kind: entry.kind,
+            name: entry.name.clone(),
+            env_name: Some(env_name.clone()),
+            secret_id: entry.secret_id.clone(),
+            version_id: entry.version_id.clone(),
+            state: EntryState::Synced,
+            message: None,
+        };
+        let converted: Result<(String, Vec<String>), (EntryState, String)> = match &entry.outcome {
+            Fetched::Problem(state, msg) => Err((*state, msg.clone())),
+            Fetched::BinaryOnly => Err((
+                EntryState::Invalid,
+                "the secret holds SecretBinary only; Airflow reads SecretString and treats it as not found".into(),
+            )),
+            Fetched::Value(secret) => check_env_name(&env_name)
+                .map_err(|e| (EntryState::Unrepresentable, e.to_string()))
+                .and_then(|()| {
+                    let r = match entry.kind {
+                        EntryKind::Connection => connection_value(secret, extra_conn_words).map(|c| (c.value, c.warnings)),
+                        _ => plain_value(secret).map(|v| (v, vec![])),
+                    };
+                    r.map_err(|e| match e {
+                        Rejection::Absent(m) | Rejection::Invalid(m) => (EntryState::Invalid, m),
+                        Rejection::Unrepresentable(m) => (EntryState::Unrepresentable, m),
+                    })
+                })
+                .and_then(|ok| {
+                    if injection == Injection::EnvFrom && !is_secret_key(&env_name) {
+                        Err((
+                            EntryState::Unrepresentable,
+                            names::NameError::SecretKey { name: env_name.clone() }.to_string(),
+                        ))
+                    } else {
+                        Ok(ok)
+                    }
+                }),
+        };
+        match converted {
+            Ok((value, warnings)) => {
+                candidates.push(Some(Candidate {
+                    env_name,
+                    value,
+                    warnings,
+                }));
+            }
+            Err((state, message)) => {
+                status.state = state;
+                status.message = Some(message);
+                candidates.push(None);
+            }
+        }
+        statuses.push(status);
+    }
+
+    // Env names claimed by more than one injectable entry.
+    let mut claims: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        if let Some(c) = c {
+            claims.entry(c.env_name.as_str()).or_default().push(i);
+        }
+    }
+    let mut conflicted = vec![false; candidates.len()];
+    for (env_name, idx) in &claims {
+        if idx.len() > 1 {
+            let who: Vec<String> = idx
+                .iter()
+                .map(|i| format!("{:?} {:?}", statuses[*i].kind, statuses[*i].name))
+                .collect();
+            for i in idx {
+                conflicted[*i] = true;
+                statuses[*i].state = EntryState::Conflict;
+                statuses[*i].message = Some(format!(
+                    "{env_name} is claimed by {}; none of them is injected",
+                    who.join(", ")
+                ));
+            }
+        }
+    }
+
+    let mut data = BTreeMap::new();
+    let mut env = Vec::new();
+    for (i, c) in candidates.into_iter().enumerate() {
+        let Some(c) = c else { continue };
+        if conflicted[i] {
+            continue;
+        }
+        let secret_key = secret_key_for(&c.env_name);
+        if !c.warnings.is_empty() {
+            statuses[i].message = Some(c.warnings.join("; "));
+        }
+        data.insert(secret_key.clone(), c.value);
+        env.push(EnvBinding {
+            env_name: c.env_name,
+            secret_key,
+        });
+    }
+    env.sort();
+    let content_hash = content_hash(&data, &env);
+    DesiredSecret {
+        data,
+        env,
+        content_hash,
+        entries: statuses,
+    }
+}
+
+/// The Secret key for an env name: the name itself when a Secret key can carry it, else a stable
+/// derived key (`env-<sha256 prefix>`), referenced by `secretKeyRef`.
+pub fn secret_key_for(env_name: &str) -> String {
+    if is_secret_key(env_name) {
+        env_name.to_string()
+    } else {
+        format!(
+            "env-{}",
+            &hex::encode(Sha256::digest(env_name.as_bytes()))[..32]
+        )
+    }
+}
+
+fn content_hash(data: &BTreeMap<String, String>, env: &[EnvBinding]) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    for e in env {
+        h.update(b"\0env\0");
+        h.update(e.env_name.as_bytes());
+        h.update(b"\0");
+        h.update(e.secret_key.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// The agent component of a Deployment: from its `app.kubernetes.io/component` or `component`
+/// label, else from the chart's naming (`<prefix>-worker-<name>`, `<prefix>-dag-processor`,
+/// `<prefix>-triggerer`, `<prefix>-sentinel`).
+pub fn component_of(deployment: &Deployment) -> Option<Component> {
+    let labels = deployment.metadata.labels.clone().unwrap_or_default();
+    let from = |s: &str| match s {
+        "worker" => Some(Component::Worker),
+        "dag-processor" | "dag_processor" | "dagProcessor" | "dagprocessor" => {
+            Some(Component::DagProcessor)
+        }
+        "triggerer" => Some(Component::Triggerer),
+        "sentinel" => Some(Component::Sentinel),
+        _ => None,
+    };
+    if let Some(c) = ["app.kubernetes.io/component", "component"]
+        .iter()
+        .find_map(|k| labels.get(*k).and_then(|v| from(v)))
+    {
+        return Some(c);
+    }
+    let name = deployment.metadata.name.as_deref().unwrap_or_default();
+    if name.contains("-worker-") || name.ends_with("-worker") {
+        Some(Component::Worker)
+    } else if name.contains("-dag-processor") {
+        Some(Component::DagProcessor)
+    } else if name.ends_with("-triggerer") || name.contains("-triggerer-") {
+        Some(Component::Triggerer)
+    } else if name.ends_with("-sentinel") {
+        Some(Component::Sentinel)
+    } else {
+        None
+    }
+}
+
+/// A Deployment that receives the values, and the containers in it that do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedWorkload {
+    pub name: String,
+    pub component: Option<Component>,
+    pub containers: Vec<String>,
+}
+
+/// Which of `deployments` (all in the binding's namespace) the binding selects.
+pub fn select_workloads(
+    deployments: &[Deployment],
+    selector: &WorkloadSelector,
+    components: &[Component],
+    containers: &[String],
+) -> Vec<SelectedWorkload> {
+    let mut out = Vec::new();
+    for d in deployments {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let component = component_of(d);
+        let named = selector.names.contains(&name);
+        let release_ok = selector.helm_release.as_ref().is_none_or(|release| {
+            d.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("meta.helm.sh/release-name"))
+                == Some(release)
+        });
+        let labels_ok = selector
+            .selector
+            .as_ref()
+            .is_none_or(|sel| label_selector_matches(sel, d.metadata.labels.as_ref()));
+        let by_criteria = (selector.helm_release.is_some() || selector.selector.is_some())
+            && release_ok
+            && labels_ok
+            && component.is_some_and(|c| components.contains(&c));
+        let matches = named || by_criteria;
+        if !matches {
+            continue;
+        }
+        let pod_containers: Vec<String> = d
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .map(|p| p.containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let chosen: Vec<String> = if containers.is_empty() {
+            pod_containers.into_iter().take(1).collect()
+        } else {
+            pod_containers
+                .into_iter()
+                .filter(|c| containers.contains(c))
+                .collect()
+        };
+        if !chosen.is_empty() {
+            out.push(SelectedWorkload {
+                name,
+                component,
+                containers: chosen,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn label_selector_matches(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let eq_ok = sel
+        .match_labels
+        .as_ref()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let expr_ok = sel.match_expressions.as_ref().is_none_or(|exprs| {
+        exprs.iter().all(|e| {
+            let values = e.values.clone().unwrap_or_default();
+            match e.operator.as_str() {
+                "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => labels.contains_key(&e.key),
+                "DoesNotExist" => !labels.contains_key(&e.key),
+                _ => false,
+            }
+        })
+    });
+    eq_ok && expr_ok
+}
+
+/// The partial Deployment applied with our field manager: only our pod-template annotation and,
+/// per selected container, our env entries (or one envFrom). Fields we applied before and leave
+/// out now are released by the API server.
+pub fn workload_apply(
+    workload: &SelectedWorkload,
+    secret_name: &str,
+    secret: &DesiredSecret,
+    injection: Injection,
+    rollout_on_change: bool,
+) -> Value {
+    let containers: Vec<Value> = workload
+        .containers
+        .iter()
+        .map(|c| match injection {
+            Injection::EnvFrom => {
+                json!({"name": c, "envFrom": [{"secretRef": {"name": secret_name}}]})
+            }
+            _ => json!({
+                "name": c,
+                "env": secret.env.iter().map(|e| json!({
+                    "name": e.env_name,
+                    "valueFrom": {"secretKeyRef": {"name": secret_name, "key": e.secret_key}}
+                })).collect::<Vec<_>>()
+            }),
+        })
+        .collect();
+    let mut template = json!({"spec": {"containers": containers}});
+    if rollout_on_change {
+        template["metadata"] = json!({"annotations": {HASH_ANNOTATION: secret.content_hash}});
+    }
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": workload.name},
+        "spec": {"template": template}
+    })
+}
+
+/// The apply configuration that releases everything we own on a Deployment.
+pub fn workload_release(name: &str) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: EntryKind, name: &str, outcome: Fetched) -> ResolvedEntry {
+        ResolvedEntry {
+            kind,
+            name: name.into(),
+            config: None,
+            secret_id: format!("airflow/x/{name}"),
+            version_id: Some("v1".into()),
+            outcome,
+        }
+    }
+    fn val(s: &str) -> Fetched {
+        Fetched::Value(s.into())
+    }
+
+    #[test]
+    fn values_land_under_their_env_names() {
+        let d = desired_secret(
+            &[
+                entry(
+                    EntryKind::Connection,
+                    "warehouse",
+                    val("postgres://u:p@h/db"),
+                ),
+                entry(EntryKind::Variable, "env", val("prod")),
+                ResolvedEntry {
+                    config: Some(("smtp".into(), "smtp_password".into())),
+                    ..entry(EntryKind::Config, "smtp.smtp_password", val("pw"))
+                },
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            d.data.get("AIRFLOW_CONN_WAREHOUSE").map(String::as_str),
+            Some("postgres://u:p@h/db")
+        );
+        assert_eq!(
+            d.data.get("AIRFLOW_VAR_ENV").map(String::as_str),
+            Some("prod")
+        );
+        assert_eq!(
+            d.data
+                .get("AIRFLOW__SMTP__SMTP_PASSWORD")
+                .map(String::as_str),
+            Some("pw")
+        );
+        assert!(d.entries.iter().all(|e| e.state == EntryState::Synced));
+        assert_eq!(d.env.len(), 3);
+    }
+
+    #[test]
+    fn case_collisions_are_reported_never_merged() {
+        let d = desired_secret(
+            &[
+                entry(EntryKind::Connection, "my_db", val("postgres://a")),
+                entry(EntryKind::Connection, "MY_DB", val("postgres://b")),
+                entry(EntryKind::Connection, "other", val("postgres://c")),
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        assert_eq!(d.data.len(), 1);
+        assert_eq!(d.entries[0].state, EntryState::Conflict);
+        assert_eq!(d.entries[1].state, EntryState::Conflict);
+        assert!(
+            d.entries[0]
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("AIRFLOW_CONN_MY_DB")
+        );
+    }
+
+    #[test]
+    fn names_a_secret_key_cannot_carry_use_derived_keys_or_are_unrepresentable() {
+        let e = [
+            entry(EntryKind::Connection, "team/db", val("postgres://a")),
+            entry(EntryKind::Variable, "café", val("x")),
+        ];
+        let d = desired_secret(&e, Injection::Env, &BTreeMap::new());
+        assert_eq!(d.env[0].env_name, "AIRFLOW_CONN_TEAM/DB");
+        assert!(d.env[0].secret_key.starts_with("env-"));
+        assert_eq!(d.entries[1].state, EntryState::Unrepresentable);
+        let d = desired_secret(&e, Injection::EnvFrom, &BTreeMap::new());
+        assert_eq!(d.entries[0].state, EntryState::Unrepresentable);
+        assert!(d.data.is_empty());
+    }
+
+    #[test]
+    fn problems_are_reported_and_left_out() {
+        let d = desired_secret(
+            &[
+                entry(
+                    EntryKind::Connection,
+                    "gone",
+                    Fetched::Problem(EntryState::NotFound, "no such secret".into()),
+                ),
+                entry(EntryKind::Connection, "bin", Fetched::BinaryOnly),
+                entry(EntryKind::Connection, "broken", val("{not json")),
+                entry(EntryKind::Variable, "ok", val("")),
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        let states: Vec<EntryState> = d.entries.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                EntryState::NotFound,
+                EntryState::Invalid,
+                EntryState::Invalid,
+                EntryState::Synced
+            ]
+        );
+        assert_eq!(d.data.len(), 1, "an empty variable is a value");
+    }
+
+    #[test]
+    fn hash_is_deterministic_and_content_sensitive() {
+        let a = [
+            entry(EntryKind::Variable, "a", val("1")),
+            entry(EntryKind::Variable, "b", val("2")),
+        ];
+        let b = [
+            entry(EntryKind::Variable, "b", val("2")),
+            entry(EntryKind::Variable, "a", val("1")),
+        ];
+        let h =
+            |e: &[ResolvedEntry]| desired_secret(e, Injection::Env, &BTreeMap::new()).content_hash;
+        assert_eq!(h(&a), h(&b), "order of entries does not matter");
+        assert_ne!(
+            h(&a),
+            h(&[
+                entry(EntryKind::Variable, "a", val("1")),
+                entry(EntryKind::Variable, "b", val("3"))
+            ])
+        );
+        // Moving bytes between key and value changes the hash.
+        assert_ne!(
+            h(&[entry(EntryKind::Variable, "ab", val("c"))]),
+            h(&[entry(EntryKind::Variable, "a", val("bc"))])
+        );
+    }
+
+    #[test]
+    fn status_never_holds_values() {
+        let canary = "CANARY-ω-42";
+        let d = desired_secret(
+            &[
+                entry(
+                    EntryKind::Connection,
+                    "a",
+                    val(&format!(r#"{{"conn_type":"x","port":"{canary}"}}"#)),
+                ),
+                entry(
+                    EntryKind::Connection,
+                    "b",
+                    val(&format!(r#"{{"conn_type":"x","dropped":"{canary}"}}"#)),
+                ),
+                entry(EntryKind::Variable, "c", val(canary)),
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        let text = serde_json::to_string(&d.entries).unwrap();
+        assert!(!text.contains("CANARY"), "{text}");
+    }
+
+    fn deployment(
+        name: &str,
+        labels: &[(&str, &str)],
+        release: Option<&str>,
+        containers: &[&str],
+    ) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "annotations": release.map(|r| json!({"meta.helm.sh/release-name": r})).unwrap_or(json!({}))
+            },
+            "spec": {"selector": {}, "template": {"spec": {"containers": containers.iter().map(|c| json!({"name": c})).collect::<Vec<_>>()}}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn selection_by_release_component_and_container() {
+        let ds = [
+            deployment(
+                "astro-agent-worker-default-worker",
+                &[],
+                Some("astro-agent"),
+                &["worker", "log-sidecar"],
+            ),
+            deployment(
+                "astro-agent-dag-processor",
+                &[("component", "dag-processor")],
+                Some("astro-agent"),
+                &["dag-processor"],
+            ),
+            deployment(
+                "astro-agent-triggerer",
+                &[],
+                Some("astro-agent"),
+                &["triggerer"],
+            ),
+            deployment(
+                "astro-agent-sentinel",
+                &[],
+                Some("astro-agent"),
+                &["sentinel"],
+            ),
+            deployment("other-worker-x", &[], Some("other"), &["worker"]),
+            deployment("unrelated", &[], None, &["app"]),
+        ];
+        let sel = WorkloadSelector {
+            helm_release: Some("astro-agent".into()),
+            ..Default::default()
+        };
+        let got = select_workloads(&ds, &sel, &crate::api::default_components(), &[]);
+        let names: Vec<&str> = got.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "astro-agent-dag-processor",
+                "astro-agent-triggerer",
+                "astro-agent-worker-default-worker"
+            ]
+        );
+        assert_eq!(
+            got[2].containers,
+            ["worker"],
+            "first container only by default"
+        );
+        let with_sentinel =
+            select_workloads(&ds, &sel, &[Component::Sentinel], &["sentinel".into()]);
+        assert_eq!(with_sentinel.len(), 1);
+        let by_name = WorkloadSelector {
+            names: vec!["unrelated".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            select_workloads(&ds, &by_name, &crate::api::default_components(), &[]).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn apply_configuration_holds_only_our_fields() {
+        let d = desired_secret(
+            &[entry(EntryKind::Variable, "a", val("1"))],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        let w = SelectedWorkload {
+            name: "w".into(),
+            component: None,
+            containers: vec!["worker".into()],
+        };
+        let v = workload_apply(&w, "s", &d, Injection::Env, true);
+        assert_eq!(
+            v["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION],
+            json!(d.content_hash)
+        );
+        assert_eq!(
+            v["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["key"],
+            json!("AIRFLOW_VAR_A")
+        );
+        assert!(v["spec"].get("selector").is_none());
+        let v = workload_apply(&w, "s", &d, Injection::EnvFrom, false);
+        assert!(v["spec"]["template"].get("metadata").is_none());
+        assert_eq!(
+            v["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"],
+            json!("s")
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The Secrets Manager reader against the emulator: explicit and discovered entries, per-id
+//! errors, version stages, paging, and version-aware caching (what a refresh costs in API calls).
+
+mod support;
+
+use airflow_secrets_operator::airflow::pattern::LookupPattern;
+use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
+use airflow_secrets_operator::desired::Fetched;
+use airflow_secrets_operator::resolve::{DiscoveryPatterns, SecretsManager};
+use serde_json::json;
+use support::*;
+
+fn spec(v: serde_json::Value) -> AirflowSecretBindingSpec {
+    serde_json::from_value(v).expect("spec")
+}
+
+fn calls(sm: &SecretsManager) -> [u64; 3] {
+    sm.calls.snapshot().map(|(_, n)| n)
+}
+
+#[tokio::test]
+async fn explicit_entries_stages_and_per_id_errors() {
+    let aws = secrets_manager().await;
+    let p = format!("resolve-explicit-{}", std::process::id());
+    aws.create_secret()
+        .name(format!("{p}/db"))
+        .secret_string("postgres://old")
+        .send()
+        .await
+        .unwrap();
+    aws.put_secret_value()
+        .secret_id(format!("{p}/db"))
+        .secret_string("postgres://new")
+        .send()
+        .await
+        .unwrap();
+    aws.create_secret()
+        .name(format!("{p}/env"))
+        .secret_string("prod")
+        .send()
+        .await
+        .unwrap();
+
+    let sm = SecretsManager::from_env().await;
+    let s = spec(json!({
+        "connections": [
+            {"connId": "db", "secretId": format!("{p}/db")},
+            {"connId": "db_previous", "secretId": format!("{p}/db"), "versionStage": "AWSPREVIOUS"},
+            {"connId": "gone", "secretId": format!("{p}/missing")}
+        ],
+        "variables": [{"key": "env", "secretId": format!("{p}/env")}],
+        "target": {"injection": "SecretOnly"}
+    }));
+    let got = sm
+        .resolve(&s, &DiscoveryPatterns::default())
+        .await
+        .expect("resolve");
+    let by = |name: &str| {
+        got.iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(by("db").outcome, Fetched::Value("postgres://new".into()));
+    assert_eq!(
+        by("db_previous").outcome,
+        Fetched::Value("postgres://old".into())
+    );
+    assert_ne!(by("db").version_id, by("db_previous").version_id);
+    assert!(
+        matches!(&by("gone").outcome, Fetched::Problem(EntryState::NotFound, m) if m.contains("ResourceNotFound"))
+    );
+    assert_eq!(by("env").kind, EntryKind::Variable);
+    assert_eq!(by("env").outcome, Fetched::Value("prod".into()));
+    // db, gone and env in one BatchGetSecretValue; the AWSPREVIOUS stage needs GetSecretValue.
+    assert_eq!(calls(&sm), [0, 1, 1]);
+}
+
+#[tokio::test]
+async fn discovery_pages_batches_and_fetches_only_changed_versions() {
+    let aws = secrets_manager().await;
+    let p = format!("resolve-discovery-{}", std::process::id());
+    // 130 connections (two ListSecrets pages of 100), 25 of which match the lookup pattern
+    // (two BatchGetSecretValue calls of at most 20), plus a variable and an unrelated secret.
+    for i in 0..130 {
+        let id = if i < 25 {
+            format!("prod_{i:03}")
+        } else {
+            format!("dev_{i:03}")
+        };
+        aws.create_secret()
+            .name(format!("{p}/connections/{id}"))
+            .secret_string(format!("postgres://h{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    aws.create_secret()
+        .name(format!("{p}/variables/flag"))
+        .secret_string("on")
+        .send()
+        .await
+        .unwrap();
+    aws.create_secret()
+        .name(format!("{p}/other/x"))
+        .secret_string("x")
+        .send()
+        .await
+        .unwrap();
+
+    let sm = SecretsManager::from_env().await;
+    let s = spec(json!({
+        "discovery": {
+            "connectionsPrefix": format!("{p}/connections/"),
+            "variablesPrefix": format!("{p}/variables"),
+            "connectionsLookupPattern": "^PROD_"
+        },
+        "target": {"injection": "SecretOnly"}
+    }));
+    let patterns = DiscoveryPatterns {
+        connections: Some(LookupPattern::new("^PROD_").unwrap()),
+        variables: None,
+    };
+
+    let first = sm.resolve(&s, &patterns).await.expect("resolve");
+    let conns: Vec<&str> = first
+        .iter()
+        .filter(|e| e.kind == EntryKind::Connection)
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(conns.len(), 25, "{conns:?}");
+    assert!(conns.iter().all(|c| c.starts_with("prod_")));
+    assert!(first.iter().any(|e| e.kind == EntryKind::Variable
+        && e.name == "flag"
+        && e.outcome == Fetched::Value("on".into())));
+    let c = calls(&sm);
+    assert!(
+        c[0] >= 3,
+        "two pages of connections and one of variables: {c:?}"
+    );
+    assert_eq!(c[1], 2, "26 values in chunks of 20: {c:?}");
+
+    // Nothing changed: listing only, no value read.
+    let second = sm.resolve(&s, &patterns).await.expect("resolve");
+    assert_eq!(second, first);
+    let c2 = calls(&sm);
+    assert_eq!(
+        c2[1], c[1],
+        "no BatchGetSecretValue when no version changed: {c2:?}"
+    );
+    assert_eq!(
+        c2[0] - c[0],
+        c[0],
+        "a refresh lists as much as the first pass"
+    );
+
+    // One rotated secret: exactly one more batch call, and the new value.
+    aws.put_secret_value()
+        .secret_id(format!("{p}/connections/prod_007"))
+        .secret_string("postgres://rotated")
+        .send()
+        .await
+        .unwrap();
+    let third = sm.resolve(&s, &patterns).await.expect("resolve");
+    assert_eq!(calls(&sm)[1], c[1] + 1);
+    let rotated = third.iter().find(|e| e.name == "prod_007").unwrap();
+    assert_eq!(rotated.outcome, Fetched::Value("postgres://rotated".into()));
+    assert_eq!(
+        third
+            .iter()
+            .filter(|e| e.outcome != first.iter().find(|f| f.name == e.name).unwrap().outcome)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_the_whole_resolution() {
+    let sm = SecretsManager::from_env().await;
+    let s = spec(json!({
+        "source": {"endpoint": "http://127.0.0.1:9"},
+        "connections": [{"connId": "db", "secretId": "x"}],
+        "target": {"injection": "SecretOnly"}
+    }));
+    let err = sm
+        .resolve(&s, &DiscoveryPatterns::default())
+        .await
+        .expect_err("no endpoint there");
+    assert!(err.to_string().contains("BatchGetSecretValue"), "{err}");
+}
