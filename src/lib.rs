@@ -7,6 +7,7 @@
 
 pub mod airflow;
 pub mod api;
+pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod resolve;

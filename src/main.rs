@@ -1,4 +1,5 @@
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -12,8 +13,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller against the current kubeconfig or the in-cluster config.
+    Run {
+        /// Watch only this namespace (default: all namespaces).
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+        log_format: LogFormat,
+    },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -29,5 +45,42 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Run {
+            namespace,
+            log_format,
+        } => {
+            init_tracing(log_format);
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(run(namespace)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(namespace: Option<String>) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let secrets_manager =
+        Arc::new(airflow_secrets_operator::resolve::SecretsManager::from_env().await);
+    tracing::info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "starting controller"
+    );
+    airflow_secrets_operator::controller::run(client, secrets_manager, namespace).await
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

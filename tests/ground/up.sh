@@ -191,6 +191,7 @@ export ASO_GROUND_DIR=$state
 export ASO_KUBECTL=$ASO_KUBE_BIN/kubectl
 export ASO_HELM=$ASO_HELM_BIN/helm
 export ASO_MOTO_ENDPOINT=http://127.0.0.1:$moto_port
+export ASO_MOTO_VENV=$ASO_MOTO_VENV
 export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://127.0.0.1:$moto_port
 export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing

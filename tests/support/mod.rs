@@ -210,3 +210,91 @@ pub fn pipe(program: &str, args: &[&str], input: &[u8], what: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// The operator binary, running as a child process for one namespace, with the ground's
+/// environment (kubeconfig, AWS emulator). Stopped when dropped; its log is printed on failure.
+pub struct Operator {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Operator {
+        let log = std::env::temp_dir().join(format!("aso-operator-{namespace}-{}.log", rand_u32()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
+            .args(["run", "--namespace", namespace])
+            .env("RUST_LOG", "info,airflow_secrets_operator=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start the operator");
+        Operator { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.logs()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log ({}) ----\n{}",
+                self.log.display(),
+                self.logs()
+            );
+        }
+    }
+}
+
+/// Creates or updates a secret in the emulator.
+pub async fn put_secret(sm: &aws_sdk_secretsmanager::Client, name: &str, value: &str) {
+    match sm
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+    {
+        Ok(_) => {}
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception()) =>
+        {
+            sm.put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .expect("PutSecretValue");
+        }
+        Err(e) => panic!("CreateSecret {name}: {e:?}"),
+    }
+}
+
+/// Applies a binding (server-side apply, as kubectl apply --server-side would).
+pub async fn apply_binding(client: &Client, ns: &str, binding: serde_json::Value) {
+    let api: Api<airflow_secrets_operator::api::AirflowSecretBinding> =
+        Api::namespaced(client.clone(), ns);
+    let name = binding["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    api.patch(
+        &name,
+        &PatchParams::apply("aso-tests").force(),
+        &Patch::Apply(binding),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply binding {name}: {e}"));
+}

@@ -1,0 +1,589 @@
+//! The controller end to end, on the real control plane with the emulator and the agent stand-in
+//! chart installed by helm. Each test runs its own operator process, scoped to its namespace.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use airflow_secrets_operator::api::AirflowSecretBinding;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::*;
+
+const AGENT_VALUES: &str = r#"
+resourceNamePrefix: astro-agent
+commonEnv:
+  - {name: ASTRO_DEPLOYMENT_ID, value: test}
+workers:
+  - {name: default-worker, replicas: 2}
+  - {name: gpu}
+loggingSidecar: {enabled: true}
+"#;
+
+const T: Duration = Duration::from_secs(60);
+
+/// Decoded data of a Secret.
+async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    Some(
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+            .collect(),
+    )
+}
+
+/// Env entries of one container of a Deployment's pod template: name → (secret, key).
+fn env_refs(d: &Deployment, container: &str) -> BTreeMap<String, (String, String)> {
+    let c = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .unwrap();
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((e.name.clone(), (r.name.clone(), r.key.clone())))
+        })
+        .collect()
+}
+
+async fn replicasets(client: &Client, ns: &str, deployment: &str) -> Vec<ReplicaSet> {
+    Api::<ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|rs| rs.owner_references().iter().any(|o| o.name == deployment))
+        .collect()
+}
+
+async fn binding_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<airflow_secrets_operator::api::AirflowSecretBindingStatus> {
+    Api::<AirflowSecretBinding>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?
+        .status
+}
+
+async fn ready_reason(client: &Client, ns: &str, name: &str) -> Option<(String, String)> {
+    let s = binding_status(client, ns, name).await?;
+    let c = s.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason))
+}
+
+const AGENT_DEPLOYMENTS: [&str; 4] = [
+    "astro-agent-worker-default-worker",
+    "astro-agent-worker-gpu",
+    "astro-agent-dag-processor",
+    "astro-agent-triggerer",
+];
+
+#[tokio::test]
+async fn binding_becomes_secret_env_and_one_rollout() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-apply").await;
+    helm_install_agent(&ns, "astro-agent", AGENT_VALUES);
+    let sm = secrets_manager().await;
+    let p = format!("ctl-apply-{ns}");
+    put_secret(
+        &sm,
+        &format!("{p}/connections/warehouse"),
+        "postgresql://u:p%40ss@db:5432/wh",
+    )
+    .await;
+    put_secret(
+        &sm,
+        &format!("{p}/connections/rds"),
+        r#"{"username":"app","password":"pw","engine":"postgres","host":"h","dbname":"x"}"#,
+    )
+    .await;
+    put_secret(&sm, &format!("{p}/variables/env"), "prod").await;
+    put_secret(&sm, &format!("{p}/explicit"), "CANARY-value-7f3a").await;
+    let rs_before: BTreeMap<&str, usize> = {
+        let mut m = BTreeMap::new();
+        for d in AGENT_DEPLOYMENTS {
+            m.insert(d, replicasets(&client, &ns, d).await.len());
+        }
+        m
+    };
+    let op = Operator::start(&ns);
+
+    let t0 = Instant::now();
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "variables": [{"key": "explicit_var", "secretId": format!("{p}/explicit")}],
+                "discovery": {"connectionsPrefix": format!("{p}/connections"), "variablesPrefix": format!("{p}/variables")},
+                "target": {"workloads": {"helmRelease": "astro-agent"}},
+                "refreshInterval": "2s"
+            }
+        }),
+    )
+    .await;
+
+    let data = eventually("the managed Secret", T, || {
+        secret_data(&client, &ns, "agents-airflow")
+    })
+    .await;
+    let secret_latency = t0.elapsed();
+    assert_eq!(
+        data["AIRFLOW_CONN_WAREHOUSE"],
+        "postgresql://u:p%40ss@db:5432/wh"
+    );
+    assert_eq!(data["AIRFLOW_VAR_ENV"], "prod");
+    assert_eq!(data["AIRFLOW_VAR_EXPLICIT_VAR"], "CANARY-value-7f3a");
+    let rds: serde_json::Value = serde_json::from_str(&data["AIRFLOW_CONN_RDS"]).unwrap();
+    assert_eq!(rds["login"], "app");
+    assert_eq!(
+        rds["schema"],
+        serde_json::Value::Null,
+        "dbname is dropped as Airflow drops it"
+    );
+
+    // Every agent Deployment but the sentinel gets the env, in its first container only, and
+    // rolls out exactly once to pods that run with it.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    for d in AGENT_DEPLOYMENTS {
+        let dep = eventually(&format!("{d} injected"), T, || async {
+            let dep = deployments.get(d).await.ok()?;
+            (env_refs(
+                &dep,
+                dep.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+                    .name
+                    .as_str(),
+            )
+            .len()
+                == 4)
+                .then_some(dep)
+        })
+        .await;
+        let main = dep
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .name
+            .clone();
+        for (env, (secret, key)) in env_refs(&dep, &main) {
+            assert_eq!(secret, "agents-airflow");
+            assert!(
+                data.contains_key(&key),
+                "{d}: {env} refers to missing key {key}"
+            );
+        }
+        assert!(
+            env_refs(&dep, "log-sidecar").is_empty(),
+            "{d}: the sidecar gets nothing"
+        );
+        let rs = eventually(
+            &format!("{d}: one new ReplicaSet with Running pods"),
+            T,
+            || async {
+                let list = replicasets(&client, &ns, d).await;
+                (list.len() == rs_before[d] + 1).then_some(list)
+            },
+        )
+        .await;
+        if d == AGENT_DEPLOYMENTS[0] {
+            println!(
+                "apply -> Secret {secret_latency:?}, apply -> new ReplicaSet of {d} {:?}",
+                t0.elapsed()
+            );
+        }
+        let newest = rs
+            .iter()
+            .max_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0))
+            .unwrap()
+            .name_any();
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        eventually(
+            &format!("{d}: pods of the new ReplicaSet Running"),
+            T,
+            || async {
+                let list = pods.list(&ListParams::default()).await.ok()?;
+                let running = list
+                    .items
+                    .iter()
+                    .filter(|p| p.owner_references().iter().any(|o| o.name == newest))
+                    .filter(|p| {
+                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .count();
+                (running > 0).then_some(())
+            },
+        )
+        .await;
+    }
+    let sentinel = deployments.get("astro-agent-sentinel").await.unwrap();
+    assert!(
+        env_refs(&sentinel, "sentinel").is_empty(),
+        "the sentinel is excluded by default"
+    );
+
+    // Status: Ready, every entry Synced, the workloads listed; no value anywhere in it.
+    let status = eventually("Ready status", T, || async {
+        let s = binding_status(&client, &ns, "agents").await?;
+        (s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            && s.workloads.len() == 4)
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(status.synced_entries, Some(4));
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(
+        !text.contains("CANARY") && !text.contains("p%40ss"),
+        "{text}"
+    );
+
+    // Nothing changed: several refreshes later, still exactly one new ReplicaSet each.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for d in AGENT_DEPLOYMENTS {
+        assert_eq!(
+            replicasets(&client, &ns, d).await.len(),
+            rs_before[d] + 1,
+            "{d}: no rollout without a change"
+        );
+    }
+
+    // Rotate one secret: exactly one more rollout per Deployment.
+    put_secret(
+        &sm,
+        &format!("{p}/connections/warehouse"),
+        "postgresql://u:rotated@db:5432/wh",
+    )
+    .await;
+    eventually("rotated value in the Secret", T, || async {
+        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        (d["AIRFLOW_CONN_WAREHOUSE"].contains("rotated")).then_some(())
+    })
+    .await;
+    for d in AGENT_DEPLOYMENTS {
+        eventually(&format!("{d}: second rollout"), T, || async {
+            (replicasets(&client, &ns, d).await.len() == rs_before[d] + 2).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for d in AGENT_DEPLOYMENTS {
+        assert_eq!(
+            replicasets(&client, &ns, d).await.len(),
+            rs_before[d] + 2,
+            "{d}: one rollout per change"
+        );
+    }
+
+    // Restarting the operator causes no rollout.
+    let logs = op.stop();
+    assert!(
+        !logs.contains("CANARY") && !logs.contains("rotated@"),
+        "a value reached the log:\n{logs}"
+    );
+    let op = Operator::start(&ns);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for d in AGENT_DEPLOYMENTS {
+        assert_eq!(
+            replicasets(&client, &ns, d).await.len(),
+            rs_before[d] + 2,
+            "{d}: restart rolled it"
+        );
+    }
+    assert!(op.logs().contains("starting controller"));
+
+    // Events were recorded for the binding, without values.
+    let events = run(
+        &ground_var("ASO_KUBECTL"),
+        &["-n", &ns, "get", "events", "-o", "json"],
+    );
+    assert!(
+        events.contains("RolloutTriggered") && events.contains("Created"),
+        "{events}"
+    );
+    assert!(!events.contains("CANARY"));
+    drop(op);
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn repairs_follows_helm_and_cleans_up() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-repair").await;
+    helm_install_agent(&ns, "astro-agent", AGENT_VALUES);
+    let sm = secrets_manager().await;
+    let p = format!("ctl-repair-{ns}");
+    put_secret(&sm, &format!("{p}/db"), "postgres://h/db").await;
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "connections": [{"connId": "db", "secretId": format!("{p}/db")}],
+                "target": {"workloads": {"helmRelease": "astro-agent"}},
+                "refreshInterval": "1h"
+            }
+        }),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually("the managed Secret", T, || {
+        secret_data(&client, &ns, "agents-airflow")
+    })
+    .await;
+    let injected = |name: &'static str| {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get_opt(name).await.ok()??;
+            env_refs(&d, "worker")
+                .contains_key("AIRFLOW_CONN_DB")
+                .then_some(d)
+        }
+    };
+    eventually("worker injected", T, || injected("astro-agent-worker-gpu")).await;
+
+    // A hand edit and a delete of the managed Secret are repaired.
+    secrets
+        .patch(
+            "agents-airflow",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"AIRFLOW_CONN_DB": "hand-edited"}})),
+        )
+        .await
+        .unwrap();
+    eventually("hand edit repaired", T, || async {
+        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        (d["AIRFLOW_CONN_DB"] == "postgres://h/db").then_some(())
+    })
+    .await;
+    secrets
+        .delete("agents-airflow", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("deleted Secret recreated", T, || async {
+        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        (d.get("AIRFLOW_CONN_DB").map(String::as_str) == Some("postgres://h/db")).then_some(())
+    })
+    .await;
+
+    // helm upgrade keeps the injection and a new worker gets it; --force is re-injected.
+    let more = format!("{AGENT_VALUES}\n")
+        .replace("  - {name: gpu}", "  - {name: gpu}\n  - {name: extra}");
+    helm_agent("upgrade", &ns, "astro-agent", &more, &[]);
+    let gpu = deployments.get("astro-agent-worker-gpu").await.unwrap();
+    assert!(
+        env_refs(&gpu, "worker").contains_key("AIRFLOW_CONN_DB"),
+        "helm upgrade kept our env"
+    );
+    eventually("new worker injected", T, || {
+        injected("astro-agent-worker-extra")
+    })
+    .await;
+    helm_agent("upgrade", &ns, "astro-agent", &more, &["--force"]);
+    eventually("re-injected after helm upgrade --force", T, || {
+        injected("astro-agent-worker-gpu")
+    })
+    .await;
+
+    // Delete with policy Delete: env and annotation leave the workloads, the Secret goes.
+    let bindings: Api<AirflowSecretBinding> = Api::namespaced(client.clone(), &ns);
+    bindings
+        .delete("agents", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("binding gone", T, || async {
+        bindings
+            .get_opt("agents")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for d in AGENT_DEPLOYMENTS
+        .iter()
+        .chain(["astro-agent-worker-extra"].iter())
+    {
+        let dep = deployments.get(d).await.unwrap();
+        let main = dep
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .clone();
+        assert!(
+            env_refs(&dep, &main.name).is_empty(),
+            "{d} still has our env"
+        );
+        assert!(
+            main.env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "ASTRO_DEPLOYMENT_ID"),
+            "{d} lost the chart's env"
+        );
+        let ann = dep
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        assert!(
+            !ann.contains_key("airflow-secrets.io/content-hash"),
+            "{d} still has our annotation"
+        );
+    }
+    assert!(
+        secret_data(&client, &ns, "agents-airflow").await.is_none(),
+        "deletionPolicy Delete removes the Secret"
+    );
+
+    // Retain keeps the Secret, without owner.
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "kept"},
+            "spec": {
+                "connections": [{"connId": "db", "secretId": format!("{p}/db")}],
+                "target": {"injection": "SecretOnly"},
+                "deletionPolicy": "Retain"
+            }
+        }),
+    )
+    .await;
+    eventually("the kept Secret", T, || {
+        secret_data(&client, &ns, "kept-airflow")
+    })
+    .await;
+    bindings
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("binding gone", T, || async {
+        bindings.get_opt("kept").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kept = secrets
+        .get("kept-airflow")
+        .await
+        .expect("Retain keeps the Secret");
+    assert!(kept.owner_references().is_empty());
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn refuses_a_secret_it_does_not_own_and_reports_bad_patterns() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-refuse").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let foreign: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "taken"}, "stringData": {"k": "user data"}}),
+    )
+    .unwrap();
+    secrets.create(&Default::default(), &foreign).await.unwrap();
+    let sm = secrets_manager().await;
+    let p = format!("ctl-refuse-{ns}");
+    put_secret(&sm, &format!("{p}/connections/a"), "postgres://a").await;
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "thief"},
+            "spec": {
+                "discovery": {"connectionsPrefix": format!("{p}/connections")},
+                "target": {"secretName": "taken", "injection": "SecretOnly"}
+            }
+        }),
+    )
+    .await;
+    eventually("SecretNotOwned", T, || async {
+        let (s, r) = ready_reason(&client, &ns, "thief").await?;
+        (s == "False" && r == "SecretNotOwned").then_some(())
+    })
+    .await;
+    let data = secret_data(&client, &ns, "taken").await.unwrap();
+    assert_eq!(
+        data,
+        BTreeMap::from([("k".to_string(), "user data".to_string())]),
+        "the foreign Secret is untouched"
+    );
+
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "lookahead"},
+            "spec": {
+                "discovery": {"connectionsPrefix": format!("{p}/connections"), "connectionsLookupPattern": "^(?!tmp)"},
+                "target": {"injection": "SecretOnly"}
+            }
+        }),
+    )
+    .await;
+    let status = eventually("Invalid pattern in status", T, || async {
+        let s = binding_status(&client, &ns, "lookahead").await?;
+        s.entries
+            .iter()
+            .any(|e| e.name == "spec.discovery.connectionsLookupPattern")
+            .then_some(s)
+    })
+    .await;
+    let e = status
+        .entries
+        .iter()
+        .find(|e| e.name == "spec.discovery.connectionsLookupPattern")
+        .unwrap();
+    assert_eq!(e.state, airflow_secrets_operator::api::EntryState::Invalid);
+    assert!(e.message.as_ref().unwrap().contains("look-ahead"), "{e:?}");
+    delete_namespace(&client, &ns).await;
+}
