@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::airflow::pattern::LookupPattern;
 use crate::api::{
     AirflowSecretBinding, AirflowSecretBindingStatus, EntryKind, EntryState, EntryStatus,
-    Injection, WorkloadStatus,
+    Injection, Mode, WorkloadStatus,
 };
 use crate::desired::{self, DesiredSecret, HASH_ANNOTATION, ResolvedEntry};
 use crate::resolve::{DiscoveryPatterns, ResolveError, SecretsManager};
@@ -49,7 +49,7 @@ pub mod reason {
     pub const SECRETS_MANAGER_UNAVAILABLE: &str = "SecretsManagerUnavailable";
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
     pub const WORKLOAD_CONFLICT: &str = "WorkloadConflict";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const BACKEND_SHADOWING: &str = "BackendShadowing";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +271,23 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
                 && r.at.elapsed() < interval
         })
     };
-    if !fresh {
+    if binding.spec.mode == Mode::Backend {
+        let entries = desired::backend_entries(&binding.spec);
+        let mut cache = ctx.resolved.lock().expect("resolved lock");
+        let keep = cache.get(&key).is_some_and(|r| r.entries == entries);
+        if !keep {
+            cache.insert(
+                key.clone(),
+                Resolved {
+                    generation: binding.metadata.generation,
+                    force: force.clone(),
+                    at: Instant::now(),
+                    when: Timestamp::now(),
+                    entries,
+                },
+            );
+        }
+    } else if !fresh {
         let mut spec = binding.spec.clone();
         if let Some(d) = spec.discovery.as_mut() {
             // A pattern that cannot be evaluated exactly discovers nothing (reported in status).
@@ -349,16 +365,15 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
             let message = format!(
                 "Secret {secret_name} exists and is not managed by this binding; it is left untouched (choose another spec.target.secretName or delete that Secret)"
             );
-            write_status(
-                binding,
-                ctx,
-                entry_status,
-                vec![],
-                None,
-                Some(synced_at),
-                (false, reason::SECRET_NOT_OWNED, message),
-            )
-            .await?;
+            let observed = Observed {
+                entries: entry_status,
+                workloads: vec![],
+                content_hash: None,
+                synced_at: Some(synced_at),
+                ready: (false, reason::SECRET_NOT_OWNED, message),
+                warnings: vec![],
+            };
+            write_status(binding, ctx, observed).await?;
             return Ok(Action::requeue(with_jitter(interval)));
         }
     }
@@ -406,15 +421,27 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
     };
     let mut workload_status = Vec::new();
     let mut conflicts = Vec::new();
+    let mut shadowing = Vec::new();
+    let rollout_key = desired::pod_annotation_key(&name);
     for w in &selected {
         let before = deployments.get_opt(&w.name).await?;
-        let old_hash = before.as_ref().and_then(template_hash);
+        if let Some(warning) = before
+            .as_ref()
+            .and_then(|d| desired::backend_shadowing(d, &w.containers, &entry_status))
+        {
+            shadowing.push(format!("Deployment {}: {warning}", w.name));
+        }
+        let old_hash = before.as_ref().and_then(|d| template_hash(d, &rollout_key));
         let body = desired::workload_apply(
             w,
             &secret_name,
             &desired,
             injection,
-            binding.spec.target.rollout_on_change,
+            binding
+                .spec
+                .target
+                .rollout_on_change
+                .then_some(rollout_key.as_str()),
         );
         match deployments
             .patch(&w.name, &PatchParams::apply(&manager), &Patch::Apply(body))
@@ -506,22 +533,39 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
             .map(|r| interval.saturating_sub(r.at.elapsed()))
             .unwrap_or(interval)
     };
-    write_status(
-        binding,
-        ctx,
-        entry_status,
-        workload_status,
-        Some(desired.content_hash.clone()),
-        Some(synced_at),
+    let mut warnings = Vec::new();
+    if !shadowing.is_empty() {
+        let message = shadowing.join("; ");
+        publish(
+            ctx,
+            binding,
+            EventType::Warning,
+            reason::BACKEND_SHADOWING,
+            "InspectDeployment",
+            &message,
+        )
+        .await;
+        warnings.push((
+            reason::BACKEND_SHADOWING,
+            reason::BACKEND_SHADOWING,
+            message,
+        ));
+    }
+    let observed = Observed {
+        entries: entry_status,
+        workloads: workload_status,
+        content_hash: Some(desired.content_hash.clone()),
+        synced_at: Some(synced_at),
         ready,
-    )
-    .await?;
+        warnings,
+    };
+    write_status(binding, ctx, observed).await?;
     Ok(Action::requeue(with_jitter(
         remaining.max(Duration::from_millis(200)),
     )))
 }
 
-fn template_hash(d: &Deployment) -> Option<String> {
+fn template_hash(d: &Deployment, key: &str) -> Option<String> {
     d.spec
         .as_ref()?
         .template
@@ -529,7 +573,7 @@ fn template_hash(d: &Deployment) -> Option<String> {
         .as_ref()?
         .annotations
         .as_ref()?
-        .get(HASH_ANNOTATION)
+        .get(key)
         .cloned()
 }
 
@@ -633,31 +677,46 @@ async fn set_ready(
     binding: &AirflowSecretBinding,
     ctx: &Context,
     ok: bool,
-    why: &str,
+    why: &'static str,
     message: &str,
 ) -> Result<(), Error> {
     let previous = binding.status.clone().unwrap_or_default();
-    write_status(
-        binding,
-        ctx,
-        previous.entries,
-        previous.workloads,
-        previous.content_hash,
-        None,
-        (ok, why, message.to_string()),
-    )
-    .await
+    let observed = Observed {
+        entries: previous.entries,
+        workloads: previous.workloads,
+        content_hash: previous.content_hash,
+        synced_at: None,
+        ready: (ok, why, message.to_string()),
+        warnings: vec![],
+    };
+    write_status(binding, ctx, observed).await
+}
+
+/// What one reconcile found, for status.
+struct Observed {
+    entries: Vec<EntryStatus>,
+    workloads: Vec<WorkloadStatus>,
+    content_hash: Option<String>,
+    synced_at: Option<Timestamp>,
+    /// Ready: (ok, reason, message).
+    ready: (bool, &'static str, String),
+    /// Further conditions that are True: (type, reason, message).
+    warnings: Vec<(&'static str, &'static str, String)>,
 }
 
 async fn write_status(
     binding: &AirflowSecretBinding,
     ctx: &Context,
-    entries: Vec<EntryStatus>,
-    workloads: Vec<WorkloadStatus>,
-    content_hash: Option<String>,
-    synced_at: Option<Timestamp>,
-    (ok, why, message): (bool, &str, String),
+    observed: Observed,
 ) -> Result<(), Error> {
+    let Observed {
+        entries,
+        workloads,
+        content_hash,
+        synced_at,
+        ready: (ok, why, message),
+        warnings,
+    } = observed;
     let previous = binding.status.clone().unwrap_or_default();
     let status_str = if ok { "True" } else { "False" };
     let generation = binding.metadata.generation;
@@ -677,8 +736,24 @@ async fn write_status(
         last_transition_time: transition,
         observed_generation: generation,
     };
+    let mut conditions = vec![ready];
+    for (type_, why, message) in warnings {
+        let since = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .map(|c| c.last_transition_time.clone());
+        conditions.push(Condition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: why.into(),
+            message,
+            last_transition_time: since.unwrap_or_else(|| Time(Timestamp::now())),
+            observed_generation: generation,
+        });
+    }
     let status = AirflowSecretBindingStatus {
-        conditions: vec![ready],
+        conditions,
         observed_generation: generation,
         last_sync_time: synced_at.map(|t| t.to_string()).or(previous.last_sync_time),
         content_hash,

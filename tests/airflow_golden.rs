@@ -196,25 +196,16 @@ fn run_oracle(job: &Value) -> Value {
     serde_json::from_str(result.trim()).expect("oracle result is JSON")
 }
 
-#[test]
-fn airflow_reads_our_env_exactly_as_it_reads_secrets_manager() {
-    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
-    let (ext_conns, ext_vars) = external_corpus();
-    let conns: Vec<_> = builtin_connections().into_iter().chain(ext_conns).collect();
-    let vars: Vec<_> = builtin_variables().into_iter().chain(ext_vars).collect();
-
-    let (conn_job, conn_ours) = job_entries(&conns, ours_conn);
-    let (var_job, var_ours) = job_entries(&vars, ours_var);
-    let prefix = format!("golden-{}/connections", std::process::id());
-    let vprefix = format!("golden-{}/variables", std::process::id());
-    let result = run_oracle(&json!({
-        "endpoint": endpoint,
-        "connections_prefix": prefix,
-        "variables_prefix": vprefix,
-        "connections": conn_job,
-        "variables": var_job,
-    }));
-
+/// Compares what Airflow reads through Secrets Manager with what it reads from our env, entry by
+/// entry; panics listing every disagreement. Returns (injected, absent, unrepresentable) counts of
+/// connections.
+fn assert_agreement(
+    conns: &Corpus,
+    vars: &Corpus,
+    conn_ours: &[Injection],
+    var_ours: &[Injection],
+    result: &Value,
+) -> (usize, usize, usize) {
     let mut failures = Vec::new();
     let (mut injected, mut absent, mut unrepresentable) = (0, 0, 0);
     for (i, (id, _)) in conns.iter().enumerate() {
@@ -262,16 +253,40 @@ fn airflow_reads_our_env_exactly_as_it_reads_secrets_manager() {
             Err(e) => failures.push(format!("variable {id:?}: not injected: {e}")),
         }
     }
-    // The built-in corpus exercises all three outcomes.
-    assert!(
-        injected >= 50 && absent >= 10 && unrepresentable >= 1,
-        "injected {injected}, absent {absent}, unrepresentable {unrepresentable}"
-    );
     assert!(
         failures.is_empty(),
         "{} disagreement(s) with Airflow:\n{}",
         failures.len(),
         failures.join("\n")
+    );
+    (injected, absent, unrepresentable)
+}
+
+#[test]
+fn airflow_reads_our_env_exactly_as_it_reads_secrets_manager() {
+    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
+    let (ext_conns, ext_vars) = external_corpus();
+    let conns: Vec<_> = builtin_connections().into_iter().chain(ext_conns).collect();
+    let vars: Vec<_> = builtin_variables().into_iter().chain(ext_vars).collect();
+
+    let (conn_job, conn_ours) = job_entries(&conns, ours_conn);
+    let (var_job, var_ours) = job_entries(&vars, ours_var);
+    let prefix = format!("golden-{}/connections", std::process::id());
+    let vprefix = format!("golden-{}/variables", std::process::id());
+    let result = run_oracle(&json!({
+        "endpoint": endpoint,
+        "connections_prefix": prefix,
+        "variables_prefix": vprefix,
+        "connections": conn_job,
+        "variables": var_job,
+    }));
+
+    let (injected, absent, unrepresentable) =
+        assert_agreement(&conns, &vars, &conn_ours, &var_ours, &result);
+    // The built-in corpus exercises all three outcomes.
+    assert!(
+        injected >= 50 && absent >= 10 && unrepresentable >= 1,
+        "injected {injected}, absent {absent}, unrepresentable {unrepresentable}"
     );
 }
 
@@ -311,4 +326,116 @@ fn extra_conn_words_mean_what_they_mean_to_airflow() {
         assert_eq!(r["sm"]["core"]["found"], json!(true), "{id}: {}", r["sm"]);
         assert_eq!(r["sm"], r["env"], "connection {id:?}");
     }
+}
+
+/// The same agreement for what the controller itself wrote: the corpus is stored in the emulator,
+/// a binding discovers it, and Airflow reads the controller's managed Secret as env.
+#[tokio::test]
+async fn airflow_reads_the_controllers_secret_as_it_reads_secrets_manager() {
+    use airflow_secrets_operator::api::{AirflowSecretBinding, EntryKind, EntryState};
+    use airflow_secrets_operator::desired::secret_key_for;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::Api;
+
+    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
+    // Secrets Manager cannot hold an empty string: such entries cannot exist there.
+    let conns: Corpus = builtin_connections()
+        .into_iter()
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    let vars: Corpus = builtin_variables();
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "golden-controller").await;
+    let prefix = format!("golden-ctl-{ns}");
+    let sm = secrets_manager().await;
+    for (id, secret) in &conns {
+        put_secret(&sm, &format!("{prefix}/connections/{id}"), secret).await;
+    }
+    for (id, secret) in &vars {
+        put_secret(&sm, &format!("{prefix}/variables/{id}"), secret).await;
+    }
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "golden"},
+            "spec": {
+                "discovery": {"connectionsPrefix": format!("{prefix}/connections"), "variablesPrefix": format!("{prefix}/variables")},
+                "target": {"injection": "SecretOnly"}
+            }
+        }),
+    )
+    .await;
+    let bindings: Api<AirflowSecretBinding> = Api::namespaced(client.clone(), &ns);
+    let total = conns.len() + vars.len();
+    let status = eventually(
+        "every entry in status",
+        std::time::Duration::from_secs(60),
+        || async {
+            let s = bindings.get("golden").await.ok()?.status?;
+            (s.entries.len() == total).then_some(s)
+        },
+    )
+    .await;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("golden-airflow")
+        .await
+        .expect("managed Secret");
+    let data = secret.data.unwrap_or_default();
+
+    let injection = |kind: EntryKind, id: &str| -> Injection {
+        let e = status
+            .entries
+            .iter()
+            .find(|e| e.kind == kind && e.name == id)
+            .unwrap_or_else(|| panic!("{kind:?} {id:?} was not discovered"));
+        let why = e.message.clone().unwrap_or_default();
+        match e.state {
+            EntryState::Synced => {
+                let env = e.env_name.clone().expect("env name");
+                let value = data
+                    .get(&secret_key_for(&env))
+                    .unwrap_or_else(|| panic!("{env} not in the Secret"));
+                Ok((env, String::from_utf8(value.0.clone()).expect("utf-8")))
+            }
+            EntryState::Invalid => Err(Rejection::Absent(why)),
+            EntryState::Unrepresentable => Err(Rejection::Unrepresentable(why)),
+            other => panic!("{kind:?} {id:?}: unexpected state {other:?}: {why}"),
+        }
+    };
+    let conn_ours: Vec<Injection> = conns
+        .iter()
+        .map(|(id, _)| injection(EntryKind::Connection, id))
+        .collect();
+    let var_ours: Vec<Injection> = vars
+        .iter()
+        .map(|(id, _)| injection(EntryKind::Variable, id))
+        .collect();
+    let job = |corpus: &Corpus, ours: &[Injection]| -> Vec<Value> {
+        corpus
+            .iter()
+            .zip(ours)
+            .map(|((id, _), r)| match r {
+                Ok((n, v)) => json!({"id": id, "env_name": n, "env_value": v}),
+                Err(_) => json!({"id": id, "env_name": null, "env_value": null}),
+            })
+            .collect()
+    };
+    let result = run_oracle(&json!({
+        "endpoint": endpoint,
+        "store": false,
+        "connections_prefix": format!("{prefix}/connections"),
+        "variables_prefix": format!("{prefix}/variables"),
+        "connections": job(&conns, &conn_ours),
+        "variables": job(&vars, &var_ours),
+    }));
+    let (injected, absent, _) = assert_agreement(&conns, &vars, &conn_ours, &var_ours, &result);
+    assert!(
+        injected >= 50 && absent >= 8,
+        "injected {injected}, absent {absent}"
+    );
+    delete_namespace(&client, &ns).await;
 }

@@ -263,6 +263,22 @@ async fn binding_becomes_secret_env_and_one_rollout() {
     })
     .await;
     assert_eq!(status.synced_entries, Some(4));
+    for d in AGENT_DEPLOYMENTS {
+        let dep = deployments.get(d).await.unwrap();
+        let ann = dep
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap_or_default();
+        assert_eq!(
+            ann.get("content-hash.airflow-secrets.io/agents"),
+            status.content_hash.as_ref(),
+            "{d}"
+        );
+    }
     let text = serde_json::to_string(&status).unwrap();
     assert!(
         !text.contains("CANARY") && !text.contains("p%40ss"),
@@ -472,7 +488,8 @@ async fn repairs_follows_helm_and_cleans_up() {
             .and_then(|m| m.annotations.clone())
             .unwrap_or_default();
         assert!(
-            !ann.contains_key("airflow-secrets.io/content-hash"),
+            !ann.keys()
+                .any(|k| k.starts_with("content-hash.airflow-secrets.io/")),
             "{d} still has our annotation"
         );
     }
@@ -585,5 +602,279 @@ async fn refuses_a_secret_it_does_not_own_and_reports_bad_patterns() {
         .unwrap();
     assert_eq!(e.state, airflow_secrets_operator::api::EntryState::Invalid);
     assert!(e.message.as_ref().unwrap().contains("look-ahead"), "{e:?}");
+    delete_namespace(&client, &ns).await;
+}
+
+/// A second emulator on a port of its own, so that it can be stopped without disturbing the
+/// other tests.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    async fn start(port: Option<u16>) -> Moto {
+        let port = port.unwrap_or_else(|| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        let child =
+            std::process::Command::new(format!("{}/bin/moto_server", ground_var("ASO_MOTO_VENV")))
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start moto");
+        eventually("second emulator up", T, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Moto { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn client(&self) -> aws_sdk_secretsmanager::Client {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let conf = aws_sdk_secretsmanager::config::Builder::from(&config)
+            .endpoint_url(self.endpoint())
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn secrets_manager_outage_keeps_the_secret_and_recovers() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-outage").await;
+    let moto = Moto::start(None).await;
+    put_secret(&moto.client().await, "outage/db", "postgres://h/db").await;
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "outage"},
+            "spec": {
+                "source": {"endpoint": moto.endpoint()},
+                "connections": [{"connId": "db", "secretId": "outage/db"}],
+                "target": {"injection": "SecretOnly"},
+                "refreshInterval": "1s"
+            }
+        }),
+    )
+    .await;
+    eventually("Ready", T, || async {
+        let (s, _) = ready_reason(&client, &ns, "outage").await?;
+        (s == "True").then_some(())
+    })
+    .await;
+    let port = moto.port;
+    drop(moto);
+    eventually("degraded status", T, || async {
+        let (s, r) = ready_reason(&client, &ns, "outage").await?;
+        (s == "False" && r == "SecretsManagerUnavailable").then_some(())
+    })
+    .await;
+    let kept = secret_data(&client, &ns, "outage-airflow")
+        .await
+        .expect("Secret kept");
+    assert_eq!(
+        kept["AIRFLOW_CONN_DB"], "postgres://h/db",
+        "the last good value is kept"
+    );
+
+    // The emulator comes back (empty, as a restarted moto is): recovery needs no manual step.
+    let moto = Moto::start(Some(port)).await;
+    put_secret(&moto.client().await, "outage/db", "postgres://h/db2").await;
+    eventually("recovered", T, || async {
+        let (s, _) = ready_reason(&client, &ns, "outage").await?;
+        let d = secret_data(&client, &ns, "outage-airflow").await?;
+        (s == "True" && d["AIRFLOW_CONN_DB"] == "postgres://h/db2").then_some(())
+    })
+    .await;
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn two_bindings_claiming_one_env_name_conflict_without_flapping() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-conflict").await;
+    helm_install_agent(&ns, "astro-agent", AGENT_VALUES);
+    let sm = secrets_manager().await;
+    let p = format!("ctl-conflict-{ns}");
+    put_secret(&sm, &format!("{p}/a"), "postgres://a").await;
+    put_secret(&sm, &format!("{p}/b"), "postgres://b").await;
+    put_secret(&sm, &format!("{p}/other"), "v").await;
+    let _op = Operator::start(&ns);
+    let binding = |name: &str, secret: &str, extra: bool| {
+        let mut vars = vec![];
+        if extra {
+            vars.push(json!({"key": "other", "secretId": format!("{p}/other")}));
+        }
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "connections": [{"connId": "db", "secretId": format!("{p}/{secret}")}],
+                "variables": vars,
+                "target": {"workloads": {"names": ["astro-agent-worker-gpu"]}},
+                "refreshInterval": "1s"
+            }
+        })
+    };
+    apply_binding(&client, &ns, binding("first", "a", false)).await;
+    eventually("first Ready", T, || async {
+        let (s, _) = ready_reason(&client, &ns, "first").await?;
+        (s == "True").then_some(())
+    })
+    .await;
+    apply_binding(&client, &ns, binding("second", "b", true)).await;
+    eventually("second in conflict", T, || async {
+        let (s, r) = ready_reason(&client, &ns, "second").await?;
+        (s == "False" && r == "WorkloadConflict").then_some(())
+    })
+    .await;
+    let rs = replicasets(&client, &ns, "astro-agent-worker-gpu")
+        .await
+        .len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let dep = deployments.get("astro-agent-worker-gpu").await.unwrap();
+    assert_eq!(
+        env_refs(&dep, "worker")["AIRFLOW_CONN_DB"].0,
+        "first-airflow",
+        "the first binding keeps its entry"
+    );
+    assert_eq!(
+        replicasets(&client, &ns, "astro-agent-worker-gpu")
+            .await
+            .len(),
+        rs,
+        "no flapping"
+    );
+    assert_eq!(ready_reason(&client, &ns, "first").await.unwrap().0, "True");
+    let msg = binding_status(&client, &ns, "second")
+        .await
+        .unwrap()
+        .conditions[0]
+        .message
+        .clone();
+    assert!(msg.contains("astro-agent-worker-gpu"), "{msg}");
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn backend_mode_and_shadowing_warning() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-backend").await;
+    // The agents run Airflow's SecretsManagerBackend with default prefixes.
+    helm_install_agent(
+        &ns,
+        "astro-agent",
+        r#"
+resourceNamePrefix: astro-agent
+secretBackend: airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend
+commonEnv:
+  - {name: AIRFLOW__SECRETS__BACKEND_KWARGS, value: '{"connections_prefix": "airflow/connections", "variables_prefix": null}'}
+workers:
+  - {name: default-worker}
+"#,
+    );
+    let sm = secrets_manager().await;
+    let p = format!("ctl-backend-{ns}");
+    put_secret(&sm, &format!("{p}/db"), "postgres://h").await;
+    put_secret(&sm, &format!("{p}/var"), "v").await;
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "shadowed"},
+            "spec": {
+                "connections": [{"connId": "db", "secretId": format!("{p}/db")}],
+                "variables": [{"key": "var", "secretId": format!("{p}/var")}],
+                "target": {"workloads": {"helmRelease": "astro-agent"}}
+            }
+        }),
+    )
+    .await;
+    let status = eventually("BackendShadowing condition", T, || async {
+        let s = binding_status(&client, &ns, "shadowed").await?;
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "BackendShadowing")
+            .cloned()
+    })
+    .await;
+    // Only the connection: the agents' backend does not look variables up (prefix null).
+    assert!(status.message.contains("1 injected"), "{}", status.message);
+
+    // Backend mode on a Deployment of its own: the four config options land in the Secret.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let plain: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "plain-worker"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "plain"}},
+            "template": {"metadata": {"labels": {"app": "plain"}}, "spec": {"containers": [{"name": "worker", "image": "example.invalid/w:1"}]}}
+        }
+    }))
+    .unwrap();
+    deployments
+        .create(&Default::default(), &plain)
+        .await
+        .unwrap();
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "backend"},
+            "spec": {
+                "mode": "Backend",
+                "source": {"region": "eu-west-1"},
+                "discovery": {"connectionsPrefix": "airflow/connections", "connectionsLookupPattern": "^db_"},
+                "target": {"workloads": {"names": ["plain-worker"]}}
+            }
+        }),
+    )
+    .await;
+    let data = eventually("backend Secret", T, || {
+        secret_data(&client, &ns, "backend-airflow")
+    })
+    .await;
+    let class = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend";
+    assert_eq!(data["AIRFLOW__SECRETS__BACKEND"], class);
+    assert_eq!(data["AIRFLOW__WORKERS__SECRETS_BACKEND"], class);
+    let kwargs: serde_json::Value =
+        serde_json::from_str(&data["AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS"]).unwrap();
+    assert_eq!(kwargs["connections_prefix"], "airflow/connections");
+    assert_eq!(kwargs["variables_prefix"], serde_json::Value::Null);
+    assert_eq!(kwargs["region_name"], "eu-west-1");
+    eventually("backend env injected", T, || async {
+        let d = deployments.get("plain-worker").await.ok()?;
+        (env_refs(&d, "worker").len() == 4).then_some(())
+    })
+    .await;
     delete_namespace(&client, &ns).await;
 }
