@@ -28,6 +28,7 @@ use crate::api::{
     Injection, Mode, WorkloadStatus,
 };
 use crate::desired::{self, DesiredSecret, HASH_ANNOTATION, ResolvedEntry};
+use crate::metrics::{BindingLabels, EntryLabels, Metrics};
 use crate::resolve::{DiscoveryPatterns, ResolveError, SecretsManager};
 
 /// Field manager prefix; each binding applies under `airflow-secrets-operator/<binding>` so that
@@ -77,12 +78,17 @@ struct Resolved {
 pub struct Context {
     pub client: Client,
     pub secrets_manager: Arc<SecretsManager>,
+    pub metrics: Arc<Metrics>,
     recorder: Recorder,
     resolved: Mutex<HashMap<(String, String), Resolved>>,
 }
 
 impl Context {
-    pub fn new(client: Client, secrets_manager: Arc<SecretsManager>) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        secrets_manager: Arc<SecretsManager>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -91,6 +97,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             secrets_manager,
+            metrics,
             resolved: Mutex::default(),
         })
     }
@@ -101,6 +108,8 @@ impl Context {
 pub async fn run(
     client: Client,
     secrets_manager: Arc<SecretsManager>,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
     namespace: Option<String>,
 ) -> anyhow::Result<()> {
     let bindings: Api<AirflowSecretBinding> = scoped(&client, namespace.as_deref());
@@ -109,7 +118,8 @@ pub async fn run(
             "cannot list AirflowSecretBindings ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`)?"
         );
     }
-    let ctx = Context::new(client.clone(), secrets_manager);
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ctx = Context::new(client.clone(), secrets_manager, metrics);
     // Owned Secrets are watched as metadata only: no Secret data sits in the operator's memory.
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, namespace.as_deref());
     let deployments: Api<Deployment> = scoped(&client, namespace.as_deref());
@@ -158,12 +168,37 @@ where
     }
 }
 
-fn error_policy(binding: Arc<AirflowSecretBinding>, error: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(binding: Arc<AirflowSecretBinding>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&labels(&binding))
+        .inc();
     warn!(binding = %binding.name_any(), namespace = ?binding.namespace(), error = %error, "reconcile error; retrying");
     Action::requeue(with_jitter(Duration::from_secs(5)))
 }
 
+fn labels(binding: &AirflowSecretBinding) -> BindingLabels {
+    BindingLabels {
+        namespace: binding.namespace().unwrap_or_default(),
+        binding: binding.name_any(),
+    }
+}
+
 async fn reconcile(binding: Arc<AirflowSecretBinding>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let labels = labels(&binding);
+    let result = reconcile_inner(binding, ctx.clone()).await;
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(
+    binding: Arc<AirflowSecretBinding>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let ns = binding
         .namespace()
         .ok_or_else(|| Error::Spec("binding without namespace".into()))?;
@@ -373,6 +408,7 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
                 ready: (false, reason::SECRET_NOT_OWNED, message),
                 warnings: vec![],
             };
+            ctx.metrics.conflicts.get_or_create(&labels(binding)).inc();
             write_status(binding, ctx, observed).await?;
             return Ok(Action::requeue(with_jitter(interval)));
         }
@@ -452,6 +488,7 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
                     && old_hash.as_deref() != Some(desired.content_hash.as_str())
                 {
                     info!(binding = %name, namespace = %ns, deployment = %w.name, "rolling out new content");
+                    ctx.metrics.rollouts.get_or_create(&labels(binding)).inc();
                     publish(
                         ctx,
                         binding,
@@ -487,6 +524,26 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
         release(&deployments, &old.name, &manager).await?;
     }
 
+    if !conflicts.is_empty() {
+        ctx.metrics.conflicts.get_or_create(&labels(binding)).inc();
+    }
+    for state in [
+        EntryState::Synced,
+        EntryState::NotFound,
+        EntryState::Invalid,
+        EntryState::Unrepresentable,
+        EntryState::Conflict,
+        EntryState::AccessDenied,
+        EntryState::Error,
+    ] {
+        let n = entry_status.iter().filter(|e| e.state == state).count() as i64;
+        let l = EntryLabels {
+            namespace: ns.clone(),
+            binding: name.clone(),
+            state: state_label(state),
+        };
+        ctx.metrics.entries.get_or_create(&l).set(n);
+    }
     let bad_entries = entry_status
         .iter()
         .filter(|e| e.state != EntryState::Synced)
@@ -563,6 +620,18 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(with_jitter(
         remaining.max(Duration::from_millis(200)),
     )))
+}
+
+fn state_label(state: EntryState) -> &'static str {
+    match state {
+        EntryState::Synced => "Synced",
+        EntryState::NotFound => "NotFound",
+        EntryState::Invalid => "Invalid",
+        EntryState::Unrepresentable => "Unrepresentable",
+        EntryState::Conflict => "Conflict",
+        EntryState::AccessDenied => "AccessDenied",
+        EntryState::Error => "Error",
+    }
 }
 
 fn template_hash(d: &Deployment, key: &str) -> Option<String> {

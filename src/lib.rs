@@ -10,4 +10,6 @@ pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod http;
+pub mod metrics;
 pub mod resolve;

@@ -18,6 +18,9 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "WATCH_NAMESPACE")]
         namespace: Option<String>,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080", env = "HTTP_ADDRESS")]
+        http_address: std::net::SocketAddr,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
         log_format: LogFormat,
@@ -47,11 +50,12 @@ fn main() -> ExitCode {
         },
         Command::Run {
             namespace,
+            http_address,
             log_format,
         } => {
             init_tracing(log_format);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(namespace)) {
+            match runtime.block_on(run(namespace, http_address)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -62,15 +66,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(namespace: Option<String>) -> anyhow::Result<()> {
+async fn run(namespace: Option<String>, http_address: std::net::SocketAddr) -> anyhow::Result<()> {
+    use airflow_secrets_operator::{controller, http, metrics, resolve};
     let client = kube::Client::try_default().await?;
-    let secrets_manager =
-        Arc::new(airflow_secrets_operator::resolve::SecretsManager::from_env().await);
+    let secrets_manager = Arc::new(resolve::SecretsManager::from_env().await);
+    let metrics = metrics::Metrics::new(secrets_manager.calls.clone());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "starting controller"
     );
-    airflow_secrets_operator::controller::run(client, secrets_manager, namespace).await
+    tokio::select! {
+        r = controller::run(client, secrets_manager, metrics, ready, namespace) => r,
+        r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
+    }
 }
 
 fn init_tracing(format: LogFormat) {

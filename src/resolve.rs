@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
@@ -22,6 +21,7 @@ use crate::airflow::path;
 use crate::airflow::pattern::LookupPattern;
 use crate::api::{AirflowSecretBindingSpec, EntryKind, EntryState, Source, VersionSelector};
 use crate::desired::{Fetched, ResolvedEntry};
+use crate::metrics::{CallLabels, Calls};
 
 /// AWS's limit on ids per `BatchGetSecretValue` call.
 pub const BATCH_LIMIT: usize = 20;
@@ -38,28 +38,23 @@ pub enum ResolveError {
     },
 }
 
-/// Calls made, by operation, as AWS bills them.
-#[derive(Debug, Default)]
-pub struct CallCounts {
-    pub list_secrets: AtomicU64,
-    pub batch_get_secret_value: AtomicU64,
-    pub get_secret_value: AtomicU64,
-}
-
-impl CallCounts {
-    pub fn snapshot(&self) -> [(&'static str, u64); 3] {
-        [
-            ("ListSecrets", self.list_secrets.load(Ordering::Relaxed)),
-            (
-                "BatchGetSecretValue",
-                self.batch_get_secret_value.load(Ordering::Relaxed),
-            ),
-            (
-                "GetSecretValue",
-                self.get_secret_value.load(Ordering::Relaxed),
-            ),
-        ]
+/// Sums the call counter per operation: (ListSecrets, BatchGetSecretValue, GetSecretValue).
+pub fn call_totals(calls: &Calls) -> [(&'static str, u64); 3] {
+    let mut out = [
+        ("ListSecrets", 0),
+        ("BatchGetSecretValue", 0),
+        ("GetSecretValue", 0),
+    ];
+    for (op, n) in out.iter_mut() {
+        for outcome in ["success", "error"] {
+            let labels = CallLabels {
+                operation: op,
+                outcome: outcome.into(),
+            };
+            *n += calls.get(&labels).map(|c| c.get()).unwrap_or(0);
+        }
     }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,7 +82,8 @@ pub struct SecretsManager {
     clients: Mutex<HashMap<SourceKey, Client>>,
     /// (source, secret name or ARN, version id) → what was read.
     values: Mutex<HashMap<(SourceKey, String, String), Fetched>>,
-    pub calls: CallCounts,
+    /// Calls made, by operation and outcome (`success` / `error`), as AWS bills them.
+    pub calls: Calls,
 }
 
 /// A secret that discovery found.
@@ -109,7 +105,7 @@ impl SecretsManager {
             base,
             clients: Mutex::default(),
             values: Mutex::default(),
-            calls: CallCounts::default(),
+            calls: Calls::default(),
         }
     }
 
@@ -152,6 +148,16 @@ impl SecretsManager {
             .entry(key)
             .or_insert(client)
             .clone()
+    }
+
+    fn count(&self, operation: &'static str, ok: bool) {
+        let outcome = if ok { "success" } else { "error" };
+        self.calls
+            .get_or_create(&CallLabels {
+                operation,
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Resolves every entry of a binding: explicit entries first (in spec order), then discovered
@@ -315,8 +321,9 @@ impl SecretsManager {
                         .build(),
                 );
             }
-            self.calls.list_secrets.fetch_add(1, Ordering::Relaxed);
-            let page = req.send().await.map_err(|e| ResolveError::Call {
+            let page = req.send().await;
+            self.count("ListSecrets", page.is_ok());
+            let page = page.map_err(|e| ResolveError::Call {
                 operation: "ListSecrets",
                 message: sdk_message(&e),
             })?;
@@ -354,18 +361,16 @@ impl SecretsManager {
     ) -> Result<BTreeMap<String, (Option<String>, Fetched)>, ResolveError> {
         let mut out = BTreeMap::new();
         for chunk in ids.chunks(BATCH_LIMIT) {
-            self.calls
-                .batch_get_secret_value
-                .fetch_add(1, Ordering::Relaxed);
             let resp = client
                 .batch_get_secret_value()
                 .set_secret_id_list(Some(chunk.to_vec()))
                 .send()
-                .await
-                .map_err(|e| ResolveError::Call {
-                    operation: "BatchGetSecretValue",
-                    message: sdk_message(&e),
-                })?;
+                .await;
+            self.count("BatchGetSecretValue", resp.is_ok());
+            let resp = resp.map_err(|e| ResolveError::Call {
+                operation: "BatchGetSecretValue",
+                message: sdk_message(&e),
+            })?;
             for v in resp.secret_values() {
                 let fetched = match (v.secret_string(), v.secret_binary()) {
                     (Some(s), _) => Fetched::Value(s.to_string()),
@@ -422,7 +427,6 @@ impl SecretsManager {
         {
             return Ok((Some(v.clone()), hit.clone()));
         }
-        self.calls.get_secret_value.fetch_add(1, Ordering::Relaxed);
         let resp = client
             .get_secret_value()
             .secret_id(secret_id)
@@ -430,6 +434,7 @@ impl SecretsManager {
             .set_version_stage(version.version_stage.clone())
             .send()
             .await;
+        self.count("GetSecretValue", resp.is_ok());
         match resp {
             Ok(r) => {
                 let fetched = match r.secret_string() {

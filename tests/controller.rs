@@ -285,8 +285,41 @@ async fn binding_becomes_secret_env_and_one_rollout() {
         "{text}"
     );
 
-    // Nothing changed: several refreshes later, still exactly one new ReplicaSet each.
+    // Health, readiness and metrics.
+    assert_eq!(op.get("/healthz").0, 200);
+    assert_eq!(op.get("/readyz").0, 200);
+    let synced =
+        format!(r#"airflow_secrets_entries{{namespace="{ns}",binding="agents",state="Synced"}}"#);
+    assert_eq!(op.metric(&synced), 4.0);
+    let rollouts =
+        format!(r#"airflow_secrets_rollouts_total{{namespace="{ns}",binding="agents"}}"#);
+    assert_eq!(
+        op.metric(&rollouts),
+        4.0,
+        "one rollout per agent Deployment"
+    );
+    let batch = r#"airflow_secrets_secretsmanager_calls_total{operation="BatchGetSecretValue",outcome="success"}"#;
+    let list =
+        r#"airflow_secrets_secretsmanager_calls_total{operation="ListSecrets",outcome="success"}"#;
+    let (batch0, list0) = (op.metric(batch), op.metric(list));
+    assert!(batch0 >= 1.0 && list0 >= 2.0, "{batch0} {list0}");
+
+    // Nothing changed: several refreshes later, still exactly one new ReplicaSet each, and each
+    // idle refresh costs two ListSecrets pages (connections, variables) plus one batch read for
+    // the explicit entry; no discovered value is read again.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let lists = op.metric(list) - list0;
+    let batches = op.metric(batch) - batch0;
+    assert!(
+        lists >= 4.0,
+        "the 2 s refresh ran at least twice: {lists} ListSecrets"
+    );
+    // Sampled while a refresh may be half done: allow one call of slack.
+    assert!(
+        (batches - lists / 2.0).abs() <= 1.0,
+        "{batches} BatchGetSecretValue for {lists} ListSecrets"
+    );
+    println!("idle refreshes over 5 s: {lists} ListSecrets, {batches} BatchGetSecretValue");
     for d in AGENT_DEPLOYMENTS {
         assert_eq!(
             replicasets(&client, &ns, d).await.len(),

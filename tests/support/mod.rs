@@ -216,20 +216,64 @@ pub fn pipe(program: &str, args: &[&str], input: &[u8], what: &str) -> Vec<u8> {
 pub struct Operator {
     child: std::process::Child,
     pub log: PathBuf,
+    /// `http://127.0.0.1:<port>` of /healthz, /readyz, /metrics.
+    pub http: String,
 }
 
 impl Operator {
     pub fn start(namespace: &str) -> Operator {
         let log = std::env::temp_dir().join(format!("aso-operator-{namespace}-{}.log", rand_u32()));
         let file = std::fs::File::create(&log).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
-            .args(["run", "--namespace", namespace])
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--http-address",
+                &format!("127.0.0.1:{port}"),
+            ])
             .env("RUST_LOG", "info,airflow_secrets_operator=debug")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .expect("start the operator");
-        Operator { child, log }
+        Operator {
+            child,
+            log,
+            http: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// GET of one of the operator's endpoints: (HTTP status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                &format!("{}{path}", self.http),
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
     }
 
     pub fn logs(&self) -> String {

@@ -1,0 +1,103 @@
+//! Prometheus metrics (prometheus-client), served on `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Secrets Manager API calls, as AWS bills them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub operation: &'static str,
+    /// `success`, or the error code / `transport`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BindingLabels {
+    pub namespace: String,
+    pub binding: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub namespace: String,
+    pub binding: String,
+    pub state: &'static str,
+}
+
+pub type Calls = Family<CallLabels, Counter>;
+
+/// Every metric of the operator.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconcile_duration: Family<BindingLabels, Histogram>,
+    pub reconcile_errors: Family<BindingLabels, Counter>,
+    pub entries: Family<EntryLabels, Gauge>,
+    pub rollouts: Family<BindingLabels, Counter>,
+    pub conflicts: Family<BindingLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers the operator's metrics, including the Secrets Manager call counter `calls`.
+    pub fn new(calls: Calls) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("airflow_secrets");
+        registry.register(
+            "secretsmanager_calls",
+            "Secrets Manager API calls by operation and outcome",
+            calls,
+        );
+        let reconcile_duration = Family::<BindingLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 14))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            reconcile_duration.clone(),
+        );
+        let reconcile_errors = Family::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed",
+            reconcile_errors.clone(),
+        );
+        let entries = Family::default();
+        registry.register(
+            "entries",
+            "Entries of each binding by state",
+            entries.clone(),
+        );
+        let rollouts = Family::default();
+        registry.register(
+            "rollouts",
+            "Deployment rollouts triggered by new content",
+            rollouts.clone(),
+        );
+        let conflicts = Family::default();
+        registry.register(
+            "conflicts",
+            "Reconciles that found a conflict (Secret not owned, fields owned by another manager)",
+            conflicts.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            reconcile_duration,
+            reconcile_errors,
+            entries,
+            rollouts,
+            conflicts,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}
