@@ -451,6 +451,31 @@ async fn repairs_follows_helm_and_cleans_up() {
     })
     .await;
 
+    // refreshInterval is 1h: a rotation shows up only when asked for with the force-sync
+    // annotation.
+    put_secret(&sm, &format!("{p}/db"), "postgres://h/db-rotated").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = secret_data(&client, &ns, "agents-airflow").await.unwrap();
+    assert_eq!(
+        d["AIRFLOW_CONN_DB"], "postgres://h/db",
+        "not re-read before the interval"
+    );
+    Api::<AirflowSecretBinding>::namespaced(client.clone(), &ns)
+        .patch(
+            "agents",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"airflow-secrets.io/force-sync": "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("forced refresh", T, || async {
+        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        (d["AIRFLOW_CONN_DB"] == "postgres://h/db-rotated").then_some(())
+    })
+    .await;
+
     // helm upgrade keeps the injection and a new worker gets it; --force is re-injected.
     let more = format!("{AGENT_VALUES}\n")
         .replace("  - {name: gpu}", "  - {name: gpu}\n  - {name: extra}");

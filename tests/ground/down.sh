@@ -13,7 +13,7 @@ alive() {
   [[ -n $st && $st != Z ]]
 }
 pids=()
-for name in kwok kube-scheduler kube-controller-manager kube-apiserver moto etcd; do
+for name in operator kwok kube-scheduler kube-controller-manager kube-apiserver moto etcd; do
   f=$state/pids/$name
   [[ -f $f ]] || continue
   pid=$(cat "$f")
