@@ -369,7 +369,8 @@ pub fn default_components() -> Vec<Component> {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     /// Helm release of the agent chart (`helm install <release> ...`): Deployments annotated
-    /// `meta.helm.sh/release-name: <release>`.
+    /// `meta.helm.sh/release-name: <release>` (or, lacking that annotation as `helm template`
+    /// output does, labelled `app.kubernetes.io/instance: <release>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 53))]
     pub helm_release: Option<String>,

@@ -2,7 +2,7 @@
 //! reconciles each binding: resolve (Secrets Manager, cached) → desired state (pure) → apply
 //! (server-side apply) → status and Events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,10 +22,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::airflow::pattern::LookupPattern;
 use crate::api::{
-    AirflowSecretBinding, AirflowSecretBindingStatus, EntryKind, EntryState, EntryStatus,
-    Injection, Mode, WorkloadStatus,
+    AirflowSecretBinding, AirflowSecretBindingStatus, EntryState, EntryStatus, Injection, Mode,
+    WorkloadStatus,
 };
 use crate::desired::{self, DesiredSecret, HASH_ANNOTATION, ResolvedEntry};
 use crate::metrics::{BindingLabels, EntryLabels, Metrics};
@@ -248,52 +247,12 @@ fn with_jitter(d: Duration) -> Duration {
     d + d.mul_f64(fastrand::f64() * 0.1)
 }
 
-fn compile_patterns(binding: &AirflowSecretBinding) -> (DiscoveryPatterns, Vec<EntryStatus>) {
-    let mut patterns = DiscoveryPatterns::default();
-    let mut problems = Vec::new();
-    let Some(d) = &binding.spec.discovery else {
-        return (patterns, problems);
-    };
-    for (kind, field, pattern, prefix) in [
-        (
-            EntryKind::Connection,
-            "connectionsLookupPattern",
-            &d.connections_lookup_pattern,
-            &d.connections_prefix,
-        ),
-        (
-            EntryKind::Variable,
-            "variablesLookupPattern",
-            &d.variables_lookup_pattern,
-            &d.variables_prefix,
-        ),
-    ] {
-        let Some(p) = pattern else { continue };
-        match LookupPattern::new(p) {
-            Ok(compiled) => match kind {
-                EntryKind::Connection => patterns.connections = Some(compiled),
-                _ => patterns.variables = Some(compiled),
-            },
-            Err(e) => problems.push(EntryStatus {
-                kind,
-                name: format!("spec.discovery.{field}"),
-                env_name: None,
-                secret_id: prefix.clone().unwrap_or_default(),
-                version_id: None,
-                state: EntryState::Invalid,
-                message: Some(format!("{e}; nothing is discovered with this prefix")),
-            }),
-        }
-    }
-    (patterns, problems)
-}
-
 async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, Error> {
     let ns = binding.namespace().unwrap_or_default();
     let name = binding.name_any();
     let manager = field_manager(&name);
     let interval = refresh_interval(binding);
-    let (patterns, pattern_problems) = compile_patterns(binding);
+    let (patterns, pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
 
     // Resolve, or reuse what was read within the refresh interval for this generation.
     let key = (ns.clone(), name.clone());
@@ -323,17 +282,7 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
             );
         }
     } else if !fresh {
-        let mut spec = binding.spec.clone();
-        if let Some(d) = spec.discovery.as_mut() {
-            // A pattern that cannot be evaluated exactly discovers nothing (reported in status).
-            for p in &pattern_problems {
-                match p.kind {
-                    EntryKind::Connection => d.connections_prefix = None,
-                    _ => d.variables_prefix = None,
-                }
-            }
-        }
-        match ctx.secrets_manager.resolve(&spec, &patterns).await {
+        match ctx.secrets_manager.resolve(&binding.spec, &patterns).await {
             Ok(entries) => {
                 ctx.resolved.lock().expect("resolved lock").insert(
                     key.clone(),
@@ -383,9 +332,7 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
         .map(|d| d.extra_conn_words.clone())
         .unwrap_or_default();
     let injection = binding.spec.target.injection;
-    let desired = desired::desired_secret(&entries, injection, &extra_words);
-    let mut entry_status = pattern_problems;
-    entry_status.extend(desired.entries.iter().cloned());
+    let mut desired = desired::desired_secret(&entries, injection, &extra_words);
 
     // The managed Secret.
     let secret_name = secret_name(binding);
@@ -400,8 +347,10 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
             let message = format!(
                 "Secret {secret_name} exists and is not managed by this binding; it is left untouched (choose another spec.target.secretName or delete that Secret)"
             );
+            let mut entries = pattern_problems;
+            entries.extend(desired.entries);
             let observed = Observed {
-                entries: entry_status,
+                entries,
                 workloads: vec![],
                 content_hash: None,
                 synced_at: Some(synced_at),
@@ -413,6 +362,15 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
             return Ok(Action::requeue(with_jitter(interval)));
         }
     }
+    if let Some(previous) = existing.as_ref().and_then(|s| s.data.as_ref()) {
+        let previous: BTreeMap<String, String> = previous
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+            .collect();
+        desired::keep_last_good(&mut desired, &previous);
+    }
+    let mut entry_status = pattern_problems;
+    entry_status.extend(desired.entries.iter().cloned());
     let previous_hash = existing
         .as_ref()
         .and_then(|s| s.annotations().get(HASH_ANNOTATION).cloned());

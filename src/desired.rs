@@ -206,6 +206,40 @@ pub fn desired_secret(
     }
 }
 
+/// Entries that failed transiently (Secrets Manager `AccessDenied` or another error) keep the
+/// value they had in the managed Secret before (`previous`: key → value), so that one failing
+/// read never removes a working connection from the agents. Their status says so.
+pub fn keep_last_good(desired: &mut DesiredSecret, previous: &BTreeMap<String, String>) {
+    let mut changed = false;
+    for entry in desired.entries.iter_mut() {
+        if !matches!(entry.state, EntryState::AccessDenied | EntryState::Error) {
+            continue;
+        }
+        let Some(env_name) = &entry.env_name else {
+            continue;
+        };
+        let key = secret_key_for(env_name);
+        let Some(value) = previous.get(&key) else {
+            continue;
+        };
+        if desired.data.contains_key(&key) || desired.env.iter().any(|e| &e.env_name == env_name) {
+            continue;
+        }
+        desired.data.insert(key.clone(), value.clone());
+        desired.env.push(EnvBinding {
+            env_name: env_name.clone(),
+            secret_key: key,
+        });
+        let why = entry.message.take().unwrap_or_default();
+        entry.message = Some(format!("{why}; the last good value is kept"));
+        changed = true;
+    }
+    if changed {
+        desired.env.sort();
+        desired.content_hash = content_hash(&desired.data, &desired.env);
+    }
+}
+
 /// The Secret key for an env name: the name itself when a Secret key can carry it, else a stable
 /// derived key (`env-<sha256 prefix>`), referenced by `secretKeyRef`.
 pub fn secret_key_for(env_name: &str) -> String {
@@ -290,13 +324,10 @@ pub fn select_workloads(
         let name = d.metadata.name.clone().unwrap_or_default();
         let component = component_of(d);
         let named = selector.names.contains(&name);
-        let release_ok = selector.helm_release.as_ref().is_none_or(|release| {
-            d.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("meta.helm.sh/release-name"))
-                == Some(release)
-        });
+        let release_ok = selector
+            .helm_release
+            .as_ref()
+            .is_none_or(|release| helm_release_of(d) == Some(release.as_str()));
         let labels_ok = selector
             .selector
             .as_ref()
@@ -333,6 +364,26 @@ pub fn select_workloads(
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// The Helm release a Deployment belongs to: its `meta.helm.sh/release-name` annotation (set by
+/// helm install/upgrade), or, without it (as in `helm template` output), its
+/// `app.kubernetes.io/instance` label.
+fn helm_release_of(d: &Deployment) -> Option<&str> {
+    let annotated = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("meta.helm.sh/release-name"));
+    match annotated {
+        Some(r) => Some(r.as_str()),
+        None => d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/instance"))
+            .map(String::as_str),
+    }
 }
 
 fn label_selector_matches(
@@ -522,6 +573,64 @@ mod tests {
             ]
         );
         assert_eq!(d.data.len(), 1, "an empty variable is a value");
+    }
+
+    #[test]
+    fn transient_errors_keep_the_last_good_value() {
+        let ok = desired_secret(
+            &[
+                entry(EntryKind::Variable, "a", val("1")),
+                entry(EntryKind::Variable, "b", val("2")),
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        let mut now = desired_secret(
+            &[
+                entry(
+                    EntryKind::Variable,
+                    "a",
+                    Fetched::Problem(
+                        EntryState::AccessDenied,
+                        "Secrets Manager: AccessDeniedException".into(),
+                    ),
+                ),
+                entry(
+                    EntryKind::Variable,
+                    "b",
+                    Fetched::Problem(EntryState::NotFound, "gone".into()),
+                ),
+            ],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        keep_last_good(&mut now, &ok.data);
+        assert_eq!(
+            now.data.get("AIRFLOW_VAR_A").map(String::as_str),
+            Some("1"),
+            "kept"
+        );
+        assert!(
+            !now.data.contains_key("AIRFLOW_VAR_B"),
+            "a deleted secret is not kept"
+        );
+        assert!(
+            now.entries[0]
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("last good value is kept")
+        );
+        assert_eq!(now.env.len(), 1);
+        let only_a = desired_secret(
+            &[entry(EntryKind::Variable, "a", val("1"))],
+            Injection::Env,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            now.content_hash, only_a.content_hash,
+            "same content, same hash: no rollout"
+        );
     }
 
     #[test]

@@ -11,5 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod http;
+pub mod import;
 pub mod metrics;
+pub mod render;
 pub mod resolve;

@@ -1,7 +1,8 @@
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Airflow connections, variables and config from AWS Secrets Manager, for Kubernetes.
 #[derive(Parser)]
@@ -27,11 +28,53 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd,
+    /// Dry-run binding files against Secrets Manager: the env names each workload would get,
+    /// value hashes only, and what Airflow would not accept. Exit code 1 when an entry would not
+    /// be injected, 2 when a file or Secrets Manager cannot be read. AWS credentials, region and
+    /// endpoint come from the standard AWS environment and the binding's `spec.source`.
+    Render {
+        /// Binding file(s), YAML; several documents per file allowed.
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Deployments to select from, e.g. `helm template` output of the agent release.
+        #[arg(long, conflicts_with = "cluster")]
+        workloads: Option<PathBuf>,
+        /// Select from the Deployments of the binding's namespace in the current cluster.
+        #[arg(long)]
+        cluster: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Read an agent values.yaml that configures Airflow's SecretsManagerBackend and print the
+    /// equivalent AirflowSecretBinding.
+    ImportValues {
+        /// The agent chart's values.yaml.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Helm release name of the agents.
+        #[arg(long, default_value = "astro-agent")]
+        release: String,
+        /// Name of the binding.
+        #[arg(long, default_value = "agents")]
+        name: String,
+        /// Namespace of the binding (default: the values' `namespace`).
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Yaml)]
+        output: Output,
+    },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Yaml,
     Json,
 }
 
@@ -63,6 +106,63 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Render {
+            files,
+            workloads,
+            cluster,
+            output,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(render(files, workloads, cluster, output)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::ImportValues {
+            file,
+            release,
+            name,
+            namespace,
+            output,
+        } => {
+            let opts = airflow_secrets_operator::import::ImportOptions {
+                release,
+                name,
+                namespace,
+            };
+            let shown = file.display().to_string();
+            let result = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{shown}: {e}"))
+                .and_then(|text| {
+                    airflow_secrets_operator::import::import_values(&shown, &text, &opts)
+                        .map_err(|e| e.to_string())
+                });
+            match result {
+                Ok(import) => {
+                    for note in &import.notes {
+                        eprintln!("note: {note}");
+                    }
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&import.binding).expect("json")
+                        ),
+                        _ => print!(
+                            "---\n{}",
+                            serde_yaml::to_string(&import.binding).expect("yaml")
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
@@ -81,6 +181,72 @@ async fn run(namespace: Option<String>, http_address: std::net::SocketAddr) -> a
         r = controller::run(client, secrets_manager, metrics, ready, namespace) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
     }
+}
+
+async fn render(
+    files: Vec<PathBuf>,
+    workloads: Option<PathBuf>,
+    cluster: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    use airflow_secrets_operator::render;
+    let mut bindings = Vec::new();
+    for f in &files {
+        let shown = f.display().to_string();
+        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        bindings.extend(render::read_bindings(&shown, &text)?);
+    }
+    let from_file = match &workloads {
+        Some(f) => {
+            let shown = f.display().to_string();
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+            Some(render::read_deployments(&shown, &text)?)
+        }
+        None => None,
+    };
+    let client = if cluster {
+        Some(kube::Client::try_default().await?)
+    } else {
+        None
+    };
+    let sm = airflow_secrets_operator::resolve::SecretsManager::from_env().await;
+    let mut results = Vec::new();
+    for b in &bindings {
+        let name = b.metadata.name.clone().unwrap_or_default();
+        eprintln!("reading Secrets Manager for binding {name}...");
+        let deployments = match (&from_file, &client) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(c)) => {
+                let ns = b
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| c.default_namespace().to_string());
+                let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+                    kube::Api::namespaced(c.clone(), &ns);
+                Some(api.list(&Default::default()).await?.items)
+            }
+            _ => None,
+        };
+        let r = render::render(b, &sm, deployments.as_deref()).await?;
+        eprintln!("  {} entries, {} not injected", r.entries.len(), r.errors());
+        results.push(r);
+    }
+    match output {
+        Output::Table => {
+            for r in &results {
+                println!("{}", render::table(r));
+            }
+        }
+        Output::Yaml => print!("{}", serde_yaml::to_string(&results)?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+    }
+    let errors: usize = results.iter().map(|r| r.errors()).sum();
+    Ok(if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn init_tracing(format: LogFormat) {

@@ -19,7 +19,9 @@ use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
 
 use crate::airflow::path;
 use crate::airflow::pattern::LookupPattern;
-use crate::api::{AirflowSecretBindingSpec, EntryKind, EntryState, Source, VersionSelector};
+use crate::api::{
+    AirflowSecretBindingSpec, EntryKind, EntryState, EntryStatus, Source, VersionSelector,
+};
 use crate::desired::{Fetched, ResolvedEntry};
 use crate::metrics::{CallLabels, Calls};
 
@@ -206,17 +208,20 @@ impl SecretsManager {
                 (
                     EntryKind::Connection,
                     &d.connections_prefix,
-                    patterns.connections.as_ref(),
+                    &patterns.connections,
                 ),
                 (
                     EntryKind::Variable,
                     &d.variables_prefix,
-                    patterns.variables.as_ref(),
+                    &patterns.variables,
                 ),
             ] {
                 let Some(prefix) = prefix else { continue };
+                if matches!(pattern, Lookup::Unusable) {
+                    continue;
+                }
                 for listed in self.list(&client, prefix, &d.sep).await? {
-                    if pattern.is_none_or(|p| p.matches(&listed.id)) {
+                    if pattern.admits(&listed.id) {
                         discovered.push((kind, listed));
                     }
                 }
@@ -475,11 +480,81 @@ type Wanted = (
     VersionSelector,
 );
 
+/// The lookup pattern of one kind of discovery.
+#[derive(Debug, Default, Clone)]
+pub enum Lookup {
+    /// No pattern: every id under the prefix.
+    #[default]
+    All,
+    /// Ids the pattern matches at their start.
+    Matching(LookupPattern),
+    /// The pattern cannot be evaluated exactly: nothing is discovered (reported in status).
+    Unusable,
+}
+
+impl Lookup {
+    fn admits(&self, id: &str) -> bool {
+        match self {
+            Lookup::All => true,
+            Lookup::Matching(p) => p.matches(id),
+            Lookup::Unusable => false,
+        }
+    }
+}
+
 /// Compiled lookup patterns of a binding's discovery.
 #[derive(Debug, Default, Clone)]
 pub struct DiscoveryPatterns {
-    pub connections: Option<LookupPattern>,
-    pub variables: Option<LookupPattern>,
+    pub connections: Lookup,
+    pub variables: Lookup,
+}
+
+impl DiscoveryPatterns {
+    /// Compiles the binding's lookup patterns; one that cannot be used becomes an Invalid status
+    /// line naming the field.
+    pub fn compile(spec: &AirflowSecretBindingSpec) -> (DiscoveryPatterns, Vec<EntryStatus>) {
+        let mut patterns = DiscoveryPatterns::default();
+        let mut problems = Vec::new();
+        let Some(d) = &spec.discovery else {
+            return (patterns, problems);
+        };
+        for (kind, field, pattern, prefix) in [
+            (
+                EntryKind::Connection,
+                "connectionsLookupPattern",
+                &d.connections_lookup_pattern,
+                &d.connections_prefix,
+            ),
+            (
+                EntryKind::Variable,
+                "variablesLookupPattern",
+                &d.variables_lookup_pattern,
+                &d.variables_prefix,
+            ),
+        ] {
+            let Some(p) = pattern else { continue };
+            let lookup = match LookupPattern::new(p) {
+                Ok(compiled) => Lookup::Matching(compiled),
+                Err(e) => {
+                    problems.push(EntryStatus {
+                        kind,
+                        name: format!("spec.discovery.{field}"),
+                        env_name: None,
+                        secret_id: prefix.clone().unwrap_or_default(),
+                        version_id: None,
+                        state: EntryState::Invalid,
+                        message: Some(format!("{e}; nothing is discovered with this prefix")),
+                    });
+                    Lookup::Unusable
+                }
+            };
+            match kind {
+                EntryKind::Connection => patterns.connections = lookup,
+                _ => patterns.variables = lookup,
+            }
+        }
+        (patterns, problems)
+    }
 }
 
 /// Whether a version selector means `AWSCURRENT` (what `BatchGetSecretValue` returns).

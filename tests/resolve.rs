@@ -3,7 +3,6 @@
 
 mod support;
 
-use airflow_secrets_operator::airflow::pattern::LookupPattern;
 use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
 use airflow_secrets_operator::desired::Fetched;
 use airflow_secrets_operator::resolve::{DiscoveryPatterns, SecretsManager};
@@ -116,10 +115,8 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         },
         "target": {"injection": "SecretOnly"}
     }));
-    let patterns = DiscoveryPatterns {
-        connections: Some(LookupPattern::new("^PROD_").unwrap()),
-        variables: None,
-    };
+    let (patterns, problems) = DiscoveryPatterns::compile(&s);
+    assert!(problems.is_empty());
 
     let first = sm.resolve(&s, &patterns).await.expect("resolve");
     let conns: Vec<&str> = first

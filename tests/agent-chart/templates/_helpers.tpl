@@ -44,7 +44,7 @@ spec:
     metadata:
       labels:
         {{- include "agent.labels" . | nindent 8 }}
-        {{- include "agent.selector" . | nindent 8 }}
+        agent.example.invalid/deployment: {{ .name }}
       {{- with .root.Values.annotations }}
       annotations:
         {{- toYaml . | nindent 8 }}
