@@ -22,6 +22,9 @@ step "lint: rustfmt and clippy"
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
 
+step "static binary and container image (tests/image.sh)"
+"$root/tests/image.sh"
+
 step "building the tests"
 cargo test --locked --no-run
 
@@ -46,6 +49,8 @@ trap 'exit 130' INT TERM
 
 step "starting the test ground"
 "$root/tests/ground/up.sh" "$state"
+step "installing the operator's chart: the operator under test gets exactly its rights"
+"$root/tests/ground/operator-rbac.sh" "$state"
 # shellcheck disable=SC1091
 source "$state/env"
 

@@ -229,7 +229,14 @@ impl Operator {
             .local_addr()
             .unwrap()
             .port();
+        // The operator runs with exactly the rights of the chart's ServiceAccount.
+        let kubeconfig = std::env::var("ASO_OPERATOR_KUBECONFIG").unwrap_or_else(|_| {
+            panic!(
+                "ASO_OPERATOR_KUBECONFIG is not set: run tests/ground/operator-rbac.sh <state> after up.sh (tests/run.sh does)"
+            )
+        });
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
+            .env("KUBECONFIG", kubeconfig)
             .args([
                 "run",
                 "--namespace",

@@ -1,0 +1,866 @@
+//! The Helm chart `charts/airflow-secrets-operator`: lint, rendering, least-privilege RBAC, the
+//! values schema, the dashboard against the operator's real metrics, and — on the test ground —
+//! server-side validation of every rendered object and real installs whose pod runs under the
+//! `restricted` Pod Security Standard with exactly the permissions the controller needs.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airflow_secrets_operator::metrics::{BindingLabels, CallLabels, Calls, EntryLabels, Metrics};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use support::{client, delete_namespace, ground_var, namespace, pipe, repo_root, run};
+
+/// The oldest Kubernetes the chart supports (Chart.yaml `kubeVersion`); offline rendering
+/// (`helm template`, `helm lint`) pretends to target it.
+const KUBE_VERSION: &str = "1.33.0";
+
+fn chart() -> String {
+    repo_root()
+        .join("charts/airflow-secrets-operator")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `helm template` with `args` (`--set …`, `--namespace …`): every rendered object.
+fn render(release: &str, args: &[&str]) -> Vec<Value> {
+    let text = render_text(release, args);
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("helm template renders YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn render_text(release: &str, args: &[&str]) -> String {
+    let chart = chart();
+    let mut all = vec!["template", release, &chart, "--kube-version", KUBE_VERSION];
+    all.extend_from_slice(args);
+    run(&ground_var("ASO_HELM"), &all)
+}
+
+fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    match of_kind(objects, kind).as_slice() {
+        [o] => o,
+        found => panic!("expected one {kind}, rendered {}", found.len()),
+    }
+}
+
+fn kinds(objects: &[Value]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// (apiGroup, resource, verb) triples.
+type Rules = BTreeSet<(String, String, String)>;
+
+/// Every API call of the controller (src/controller.rs, kube-runtime's Recorder and finalizer).
+fn needed_rules() -> Rules {
+    let mut rules = Rules::new();
+    let mut add = |group: &str, resource: &str, verbs: &[&str]| {
+        for verb in verbs {
+            rules.insert((group.into(), resource.into(), verb.to_string()));
+        }
+    };
+    add(
+        "airflow-secrets.io",
+        "airflowsecretbindings",
+        &["get", "list", "watch", "patch"],
+    );
+    add(
+        "airflow-secrets.io",
+        "airflowsecretbindings/status",
+        &["patch"],
+    );
+    add(
+        "",
+        "secrets",
+        &["get", "list", "watch", "create", "patch", "delete"],
+    );
+    add("apps", "deployments", &["get", "list", "watch", "patch"]);
+    add("events.k8s.io", "events", &["create", "patch"]);
+    rules
+}
+
+/// The triples a Role or ClusterRole grants; wildcards and narrowing fields are refused here.
+fn granted(role: &Value) -> Rules {
+    let name = &role["metadata"]["name"];
+    let mut rules = Rules::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        for field in ["resourceNames", "nonResourceURLs"] {
+            assert!(
+                rule.get(field).is_none(),
+                "{name}: unexpected {field} in {rule}"
+            );
+        }
+        let list = |field: &str| -> Vec<String> {
+            let items: Vec<String> = rule[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name}: rule without {field}: {rule}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            assert!(
+                !items.iter().any(|i| i.contains('*')),
+                "{name}: wildcard in {field}: {rule}"
+            );
+            items
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    rules.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    rules
+}
+
+fn app_version() -> String {
+    let text = std::fs::read_to_string(PathBuf::from(chart()).join("Chart.yaml")).unwrap();
+    let chart: Value = serde_yaml::from_str(&text).unwrap();
+    chart["appVersion"]
+        .as_str()
+        .expect("appVersion")
+        .to_string()
+}
+
+#[test]
+fn lint_strict_passes() {
+    let helm = ground_var("ASO_HELM");
+    let chart = chart();
+    for values in [
+        &[][..],
+        &["--set", "watchNamespace=airflow-agents"][..],
+        &[
+            "--set",
+            "serviceMonitor.enabled=true,grafanaDashboard.enabled=true",
+        ][..],
+    ] {
+        let mut args = vec!["lint", "--strict", &chart, "--kube-version", KUBE_VERSION];
+        args.extend_from_slice(values);
+        let out = run(&helm, &args);
+        assert!(out.contains("0 chart(s) failed"), "{out}");
+    }
+}
+
+#[test]
+fn deployment_is_restricted_and_wired_to_the_binary() {
+    let objects = render("aso", &["--namespace", "ops"]);
+    let deployment = one(&objects, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let sa = one(&objects, "ServiceAccount");
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
+
+    let pod_sc = &pod["securityContext"];
+    assert_eq!(pod_sc["runAsNonRoot"], true);
+    assert_eq!(pod_sc["runAsUser"], 65532);
+    assert_eq!(pod_sc["seccompProfile"]["type"], "RuntimeDefault");
+
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert!(sc.get("privileged").is_none_or(|p| p == false));
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    assert_eq!(
+        c["image"],
+        format!(
+            "ghcr.io/airflow-secrets-operator/airflow-secrets-operator:{}",
+            app_version()
+        ),
+        "the image tag defaults to appVersion"
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{"name": "http", "containerPort": 8080, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        env(c, "HTTP_ADDRESS").unwrap()["value"],
+        "0.0.0.0:8080",
+        "the binary must listen on the container port"
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "http"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "http"})
+    );
+    assert_eq!(
+        env(c, "POD_NAME").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(env(c, "LOG_FORMAT").unwrap()["value"], "text");
+    assert_eq!(env(c, "RUST_LOG").unwrap()["value"], "info");
+    assert!(env(c, "WATCH_NAMESPACE").is_none());
+    assert!(env(c, "AWS_REGION").is_none());
+
+    // The metrics Service reaches the pod's named port.
+    let service = one(&objects, "Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    let selector = service["spec"]["selector"].as_object().unwrap();
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in selector {
+        assert_eq!(&labels[k], v, "Service selector {k}");
+    }
+
+    // Values reach the container.
+    let objects = render(
+        "aso",
+        &[
+            "--set",
+            "image.repository=example.invalid/aso,image.tag=v9,logFormat=json,aws.region=eu-west-1",
+            "--set",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/aso",
+            "--set",
+            "podAnnotations.a=b,nodeSelector.pool=ops",
+        ],
+    );
+    let deployment = one(&objects, "Deployment");
+    let template = &deployment["spec"]["template"];
+    let c = &template["spec"]["containers"][0];
+    assert_eq!(c["image"], "example.invalid/aso:v9");
+    assert_eq!(env(c, "LOG_FORMAT").unwrap()["value"], "json");
+    assert_eq!(env(c, "AWS_REGION").unwrap()["value"], "eu-west-1");
+    assert_eq!(template["metadata"]["annotations"]["a"], "b");
+    assert_eq!(template["spec"]["nodeSelector"]["pool"], "ops");
+    assert_eq!(
+        one(&objects, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/aso"
+    );
+}
+
+#[test]
+fn rbac_is_exactly_what_the_controller_calls() {
+    // Cluster-wide (default).
+    let objects = render("aso", &["--namespace", "ops"]);
+    let rendered = kinds(&objects);
+    assert!(
+        !rendered.contains("Role") && !rendered.contains("RoleBinding"),
+        "{rendered:?}"
+    );
+    let role = one(&objects, "ClusterRole");
+    assert_eq!(granted(role), needed_rules());
+    let binding = one(&objects, "ClusterRoleBinding");
+    assert_eq!(
+        binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]})
+    );
+    let sa = one(&objects, "ServiceAccount");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}])
+    );
+
+    // One namespace: a Role and RoleBinding there, nothing cluster-wide, WATCH_NAMESPACE set.
+    let objects = render(
+        "aso",
+        &[
+            "--namespace",
+            "ops",
+            "--set",
+            "watchNamespace=airflow-agents",
+        ],
+    );
+    let rendered = kinds(&objects);
+    assert!(
+        !rendered.contains("ClusterRole") && !rendered.contains("ClusterRoleBinding"),
+        "{rendered:?}"
+    );
+    let role = one(&objects, "Role");
+    assert_eq!(role["metadata"]["namespace"], "airflow-agents");
+    assert_eq!(granted(role), needed_rules());
+    let binding = one(&objects, "RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], "airflow-agents");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}])
+    );
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env(c, "WATCH_NAMESPACE").unwrap()["value"],
+        "airflow-agents"
+    );
+
+    // The optional objects bring no permission of their own.
+    for set in [
+        "serviceMonitor.enabled=true,grafanaDashboard.enabled=true",
+        "serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=airflow-agents",
+    ] {
+        let objects = render("aso", &["--set", set]);
+        let roles: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+            .collect();
+        assert_eq!(roles.len(), 1, "--set {set}");
+        assert_eq!(granted(roles[0]), needed_rules(), "--set {set}");
+    }
+
+    // rbac.create=false renders none.
+    let objects = render("aso", &["--set", "rbac.create=false"]);
+    let rendered = kinds(&objects);
+    assert!(rendered.iter().all(|k| !k.contains("Role")), "{rendered:?}");
+}
+
+#[test]
+fn service_monitor_and_dashboard_only_when_enabled() {
+    let objects = render("aso", &["--namespace", "ops"]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "ServiceAccount"
+        ]
+        .map(String::from)
+        .into(),
+        "the defaults render only these kinds"
+    );
+
+    let objects = render(
+        "aso",
+        &[
+            "--namespace",
+            "ops",
+            "--set",
+            "serviceMonitor.enabled=true,serviceMonitor.labels.release=kube-prometheus-stack",
+            "--set",
+            "grafanaDashboard.enabled=true,grafanaDashboard.namespace=monitoring",
+        ],
+    );
+    let monitor = one(&objects, "ServiceMonitor");
+    assert_eq!(
+        monitor["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(
+        endpoint["port"],
+        one(&objects, "Service")["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(
+        endpoint["honorLabels"], true,
+        "the metrics' namespace label is the binding's"
+    );
+
+    let map = one(&objects, "ConfigMap");
+    assert_eq!(map["metadata"]["namespace"], "monitoring");
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped = map["data"]["airflow-secrets-operator.json"]
+        .as_str()
+        .unwrap();
+    assert_eq!(shipped, dashboard_text().trim_end());
+}
+
+fn dashboard_text() -> String {
+    std::fs::read_to_string(PathBuf::from(chart()).join("dashboards/airflow-secrets-operator.json"))
+        .unwrap()
+}
+
+/// Every series the dashboard queries is one the operator exposes, and every metric of the
+/// operator is on the dashboard.
+#[test]
+fn dashboard_queries_the_operators_metrics() {
+    let dashboard: Value = serde_json::from_str(&dashboard_text()).expect("dashboard is JSON");
+    assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+
+    // Families and their sample names, from the operator's own registry (prometheus-client
+    // encodes a family once it has a sample: give each one).
+    let calls = Calls::default();
+    calls
+        .get_or_create(&CallLabels {
+            operation: "ListSecrets",
+            outcome: "success".into(),
+        })
+        .inc();
+    let m = Metrics::new(calls);
+    let b = BindingLabels {
+        namespace: "ns".into(),
+        binding: "b".into(),
+    };
+    m.reconcile_duration.get_or_create(&b).observe(0.1);
+    m.reconcile_errors.get_or_create(&b).inc();
+    m.rollouts.get_or_create(&b).inc();
+    m.conflicts.get_or_create(&b).inc();
+    m.entries
+        .get_or_create(&EntryLabels {
+            namespace: "ns".into(),
+            binding: "b".into(),
+            state: "Synced",
+        })
+        .set(1);
+    let metrics = m.encode();
+    let mut families = Vec::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            let samples: Vec<String> = match kind {
+                "counter" => vec![format!("{name}_total")],
+                "gauge" => vec![name.to_string()],
+                "histogram" => ["bucket", "sum", "count"]
+                    .map(|s| format!("{name}_{s}"))
+                    .into(),
+                other => panic!("{name}: metric type {other} not handled by this test"),
+            };
+            families.push((name.to_string(), samples));
+        }
+    }
+    assert_eq!(families.len(), 6, "families exposed: {families:?}");
+    let exposed: BTreeSet<&str> = families
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(String::as_str))
+        .collect();
+
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let series_re = regex::Regex::new(r"airflow_secrets_[a-z_]+").unwrap();
+    let mut used = BTreeSet::new();
+    for expr in &exprs {
+        for m in series_re.find_iter(expr) {
+            assert!(
+                exposed.contains(m.as_str()),
+                "the dashboard queries {}, which the operator does not expose ({expr})",
+                m.as_str()
+            );
+            used.insert(m.as_str().to_string());
+        }
+    }
+    for (family, samples) in &families {
+        assert!(
+            samples.iter().any(|s| used.contains(s)),
+            "the dashboard does not show {family}"
+        );
+    }
+    // Every panel reads the dashboard's data source variable.
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] != "row" {
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{}",
+                panel["title"]
+            );
+        }
+    }
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn chart_crds_are_the_generated_ones() {
+    let root = repo_root().join("crds");
+    let copy = PathBuf::from(chart()).join("crds");
+    let names = |dir: &PathBuf| -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        names(&copy),
+        names(&root),
+        "charts/…/crds/ and crds/ list different files"
+    );
+    for name in names(&root) {
+        let generated = std::fs::read(root.join(&name)).unwrap();
+        let shipped = std::fs::read(copy.join(&name)).unwrap();
+        assert!(
+            shipped == generated,
+            "the chart ships a stale {name}; run: \
+             cp crds/{name} charts/airflow-secrets-operator/crds/"
+        );
+    }
+    assert!(
+        !std::fs::symlink_metadata(copy.join("airflowsecretbindings.yaml"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "helm does not package symlinks reliably: copy the file"
+    );
+}
+
+/// `helm package` ships the CRD and the dashboard as regular files.
+#[test]
+fn package_contains_the_crd_and_the_dashboard() {
+    let out = std::env::temp_dir().join(format!("aso-chart-package-{}", std::process::id()));
+    let out = out.to_str().unwrap();
+    run(
+        &ground_var("ASO_HELM"),
+        &["package", &chart(), "--destination", out],
+    );
+    let tgz = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .expect("helm package wrote a .tgz");
+    let listing = run("tar", &["-tvzf", tgz.to_str().unwrap()]);
+    std::fs::remove_dir_all(out).unwrap();
+    for file in [
+        "airflow-secrets-operator/crds/airflowsecretbindings.yaml",
+        "airflow-secrets-operator/dashboards/airflow-secrets-operator.json",
+        "airflow-secrets-operator/values.schema.json",
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} is not in the package:\n{listing}"));
+        assert!(
+            line.starts_with('-'),
+            "{file} is not a regular file: {line}"
+        );
+    }
+}
+
+#[test]
+fn schema_rejects_bad_values() {
+    let helm = ground_var("ASO_HELM");
+    let chart = chart();
+    for (set, complaint) in [
+        ("replicaCount=abc", "'/replicaCount'"),
+        ("replicaCount=2", "'/replicaCount'"),
+        (
+            "replicaConut=1",
+            "additional properties 'replicaConut' not allowed",
+        ),
+        ("logFormat=xml", "'/logFormat'"),
+        ("image.tags=v1", "additional properties 'tags' not allowed"),
+        ("watchNamespace=Not_A_Namespace", "'/watchNamespace'"),
+    ] {
+        let out = std::process::Command::new(&helm)
+            .args([
+                "template",
+                "aso",
+                &chart,
+                "--kube-version",
+                KUBE_VERSION,
+                "--set",
+                set,
+            ])
+            .output()
+            .expect("run helm");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} rendered");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema")
+                && stderr.contains(complaint),
+            "--set {set}: {stderr}"
+        );
+    }
+    // The same keys with good values render.
+    render(
+        "aso",
+        &[
+            "--set",
+            "replicaCount=0,logFormat=json,image.tag=v1,watchNamespace=airflow-agents",
+        ],
+    );
+}
+
+/// Server-side dry-run apply: the API server validates every rendered object (strict field
+/// validation: an unknown or misplaced field fails).
+#[tokio::test]
+async fn rendered_manifests_pass_server_side_dry_run() {
+    let client = client().await;
+    support::install_crds(&client).await;
+    let ns = namespace(&client, "chart-dry-run").await;
+    let kubectl = ground_var("ASO_KUBECTL");
+    for extra in [
+        &["--set", "grafanaDashboard.enabled=true"][..],
+        &["--set", &format!("watchNamespace={ns}")][..],
+    ] {
+        let mut args = vec!["--namespace", ns.as_str()];
+        args.extend_from_slice(extra);
+        let manifests = render_text("aso", &args);
+        let objects = render("aso", &args);
+        let out = pipe(
+            &kubectl,
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--validate=strict",
+                "-f",
+                "-",
+            ],
+            manifests.as_bytes(),
+            "server-side dry run of the rendered chart",
+        );
+        let out = String::from_utf8(out).unwrap();
+        let applied = out
+            .lines()
+            .filter(|l| l.ends_with("serverside-applied (server dry run)"))
+            .count();
+        assert_eq!(applied, objects.len(), "{extra:?}:\n{out}");
+    }
+    delete_namespace(&client, &ns).await;
+}
+
+/// A fresh namespace that enforces the `restricted` Pod Security Standard, checked by a pod
+/// without a security context being refused there.
+async fn restricted_namespace(client: &kube::Client, test: &str) -> String {
+    let ns = namespace(client, test).await;
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("label the namespace");
+    let plain: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "plain"},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/plain"}]}
+    }))
+    .unwrap();
+    let refused = Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &plain,
+        )
+        .await
+        .expect_err("a plain pod must be refused in a restricted namespace");
+    assert!(
+        refused.to_string().contains("violates PodSecurity"),
+        "{refused}"
+    );
+    ns
+}
+
+fn helm_install(release: &str, ns: &str, extra: &[&str]) {
+    let chart = chart();
+    let mut args = vec![
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        ns,
+        "--set",
+        "image.repository=example.invalid/aso",
+        "--timeout",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
+    run(&ground_var("ASO_HELM"), &args);
+}
+
+/// Waits for the release's pod to be Running and returns it; fails at once, saying why, when the
+/// ReplicaSet cannot create the pod (e.g. refused by Pod Security admission).
+async fn running_pod(client: &kube::Client, ns: &str, release: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let selector = ListParams::default().labels(&format!("app.kubernetes.io/instance={release}"));
+    support::eventually(
+        &format!("the pod of release {release} Running in {ns}"),
+        Duration::from_secs(60),
+        || {
+            let (pods, sets, selector) = (pods.clone(), sets.clone(), selector.clone());
+            async move {
+                for rs in sets.list(&selector).await.ok()?.items {
+                    let conditions = rs.status.and_then(|s| s.conditions).unwrap_or_default();
+                    if let Some(c) = conditions
+                        .iter()
+                        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+                    {
+                        panic!("the release's pod cannot be created: {:?}", c.message);
+                    }
+                }
+                pods.list(&selector)
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            }
+        },
+    )
+    .await
+}
+
+/// Whether the API server's authorizer lets `user` do `verb` on `group/resource` in `ns`.
+async fn allowed(
+    client: &kube::Client,
+    user: &str,
+    ns: &str,
+    (group, resource, verb): (&str, &str, &str),
+) -> bool {
+    let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": user,
+            "resourceAttributes": {
+                "namespace": ns, "group": group, "resource": resource,
+                "subresource": subresource, "verb": verb,
+            }
+        }
+    }))
+    .unwrap();
+    let review = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SubjectAccessReview");
+    review.status.expect("status").allowed
+}
+
+/// API calls the controller never makes; the operator's identity must be refused them.
+const NOT_NEEDED: [(&str, &str, &str); 8] = [
+    ("", "secrets", "update"),
+    ("", "configmaps", "get"),
+    ("", "pods", "list"),
+    ("apps", "deployments", "delete"),
+    ("apps", "deployments", "create"),
+    ("airflow-secrets.io", "airflowsecretbindings", "delete"),
+    ("coordination.k8s.io", "leases", "create"),
+    ("", "events", "create"),
+];
+
+async fn assert_permissions(client: &kube::Client, user: &str, ns: &str, granted: bool) {
+    for (group, resource, verb) in &needed_rules() {
+        let rule = (group.as_str(), resource.as_str(), verb.as_str());
+        assert_eq!(
+            allowed(client, user, ns, rule).await,
+            granted,
+            "{user} {verb} {group}/{resource} in {ns}"
+        );
+    }
+    for rule in NOT_NEEDED {
+        assert!(
+            !allowed(client, user, ns, rule).await,
+            "{user} may {rule:?} in {ns}"
+        );
+    }
+}
+
+fn service_account_user(objects: &[Value], ns: &str) -> String {
+    let sa = one(objects, "ServiceAccount")["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    format!("system:serviceaccount:{ns}:{sa}")
+}
+
+#[tokio::test]
+async fn helm_install_cluster_wide_runs_restricted_with_least_privilege() {
+    let client = client().await;
+    let ns = restricted_namespace(&client, "chart-install").await;
+    let release = format!("aso-{}", ns.rsplit('-').next().unwrap());
+    helm_install(&release, &ns, &[]);
+
+    let pod = running_pod(&client, &ns, &release).await;
+    let spec = pod.spec.unwrap();
+    assert_eq!(
+        spec.containers[0].image.as_deref(),
+        Some(format!("example.invalid/aso:{}", app_version()).as_str())
+    );
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .get("airflowsecretbindings.airflow-secrets.io")
+        .await
+        .expect("the CRD is installed");
+
+    let objects = render(&release, &["--namespace", &ns]);
+    let user = service_account_user(&objects, &ns);
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        user.rsplit(':').next()
+    );
+    // Cluster-wide: the same permissions in every namespace.
+    assert_permissions(&client, &user, &ns, true).await;
+    assert_permissions(&client, &user, "airflow-agents-elsewhere", true).await;
+
+    run(
+        &ground_var("ASO_HELM"),
+        &["uninstall", &release, "--namespace", &ns, "--wait"],
+    );
+    assert_permissions(&client, &user, &ns, false).await;
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn helm_install_for_one_namespace_grants_only_there() {
+    let client = client().await;
+    let ns = restricted_namespace(&client, "chart-install-ns").await;
+    let agents = namespace(&client, "chart-agents").await;
+    let release = format!("aso-{}", ns.rsplit('-').next().unwrap());
+    helm_install(
+        &release,
+        &ns,
+        &["--set", &format!("watchNamespace={agents}")],
+    );
+
+    let pod = running_pod(&client, &ns, &release).await;
+    let container = &pod.spec.unwrap().containers[0];
+    let watch = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "WATCH_NAMESPACE")
+        .and_then(|e| e.value.clone());
+    assert_eq!(watch.as_deref(), Some(agents.as_str()));
+
+    let objects = render(&release, &["--namespace", &ns]);
+    let user = service_account_user(&objects, &ns);
+    assert_permissions(&client, &user, &agents, true).await;
+    assert_permissions(&client, &user, &ns, false).await;
+    assert_permissions(&client, &user, "default", false).await;
+
+    run(
+        &ground_var("ASO_HELM"),
+        &["uninstall", &release, "--namespace", &ns, "--wait"],
+    );
+    delete_namespace(&client, &ns).await;
+    delete_namespace(&client, &agents).await;
+}
