@@ -7,8 +7,10 @@ test:            ## every test, against a real local control plane (tests/run.sh
 demo:            ## local control plane + emulator + agents + example secrets
 	examples/demo/run.sh
 
-crds:            ## regenerate crds/ from the Rust types
+crds:            ## regenerate crds/, the chart's copy and docs/reference.md from the Rust types
 	cargo run -q -- crd > crds/airflowsecretbindings.yaml
+	cp crds/airflowsecretbindings.yaml charts/airflow-secrets-operator/crds/
+	cargo run -q -- crd --reference > docs/reference.md
 
 unit:            ## pure tests only, no test ground
 	cargo test --lib

@@ -189,7 +189,7 @@ pub struct ConnectionEntry {
     /// Secret name or full ARN in Secrets Manager. Its `SecretString` is either an Airflow URI
     /// (`postgres://user:pass@host:5432/db`, copied verbatim) or a JSON object, standardised
     /// exactly as Airflow's `SecretsManagerBackend` does (aliases such as `user`, `username`,
-    /// `engine`, `dbname` is dropped, ...).
+    /// `engine`; keys Airflow does not know, such as `dbname`, are dropped).
     #[schemars(length(min = 1, max = 2048), regex(pattern = SECRET_ID_PATTERN))]
     pub secret_id: String,
 

@@ -41,6 +41,100 @@ fn unwrap_descriptions(v: &mut Value) {
     }
 }
 
+
+/// The binding reference (Markdown), generated from the CRD's schema: every field with its type,
+/// default, constraints and description. `docs/reference.md` holds it (`make docs`).
+pub fn reference_markdown() -> String {
+    let crd = serde_json::to_value(AirflowSecretBinding::crd()).expect("a CRD serialises to JSON");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut out = String::from(
+        "# AirflowSecretBinding reference\n\n\
+         Generated from the CRD (`airflow-secrets-operator crd --reference`); do not edit.\n\n\
+         `apiVersion: airflow-secrets.io/v1alpha1`, `kind: AirflowSecretBinding`, namespaced, short name `asb`.\n",
+    );
+    for top in ["spec", "status"] {
+        out.push_str(&format!(
+            "\n## {top}\n\n| field | type | description |\n|---|---|---|\n"
+        ));
+        let node = &schema["properties"][top];
+        walk(node, top, &mut out);
+    }
+    out
+}
+
+fn walk(node: &Value, path: &str, out: &mut String) {
+    let Some(props) = node["properties"].as_object() else {
+        return;
+    };
+    let required: Vec<&str> = node["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, p) in props {
+        let field = format!("{path}.{name}");
+        let (item, ty) = match p["type"].as_str() {
+            Some("array") => (
+                &p["items"],
+                format!("[]{}", p["items"]["type"].as_str().unwrap_or("object")),
+            ),
+            Some(t) => (p, t.to_string()),
+            None => (p, "object".to_string()),
+        };
+        let mut notes = Vec::new();
+        if required.contains(&name.as_str()) {
+            notes.push("**required**".to_string());
+        }
+        if let Some(v) = item["enum"].as_array() {
+            let vals: Vec<String> = v
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| format!("`{}`", v.as_str().unwrap_or_default()))
+                .collect();
+            notes.push(format!("one of {}", vals.join(", ")));
+        }
+        if !p["default"].is_null() {
+            notes.push(format!("default `{}`", p["default"]));
+        }
+        for (k, label) in [
+            ("pattern", "pattern"),
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+        ] {
+            if !item[k].is_null() {
+                notes.push(format!(
+                    "{label} `{}`",
+                    item[k]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| item[k].to_string())
+                ));
+            }
+        }
+        if let Some(rules) = p["x-kubernetes-validations"]
+            .as_array()
+            .or(item["x-kubernetes-validations"].as_array())
+        {
+            for r in rules {
+                if let Some(m) = r["message"].as_str() {
+                    notes.push(format!("rule: {m}"));
+                }
+            }
+        }
+        let description = p["description"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; ").replace('|', "\\|"))
+        };
+        out.push_str(&format!("| `{field}` | {ty} | {description}{notes} |\n"));
+        walk(item, &field, out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

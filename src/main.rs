@@ -27,7 +27,11 @@ enum Command {
         log_format: LogFormat,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
-    Crd,
+    Crd {
+        /// Print the binding reference (Markdown) instead.
+        #[arg(long)]
+        reference: bool,
+    },
     /// Dry-run binding files against Secrets Manager: the env names each workload would get,
     /// value hashes only, and what Airflow would not accept. Exit code 1 when an entry would not
     /// be injected, 2 when a file or Secrets Manager cannot be read. AWS credentials, region and
@@ -81,7 +85,11 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match airflow_secrets_operator::crd::all_yaml() {
+        Command::Crd { reference: true } => {
+            print!("{}", airflow_secrets_operator::crd::reference_markdown());
+            ExitCode::SUCCESS
+        }
+        Command::Crd { reference: false } => match airflow_secrets_operator::crd::all_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -26,21 +26,6 @@ loggingSidecar: {enabled: true}
 
 const T: Duration = Duration::from_secs(60);
 
-/// Decoded data of a Secret.
-async fn secret_data(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()??;
-    Some(
-        s.data
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-            .collect(),
-    )
-}
-
 /// Env entries of one container of a Deployment's pod template: name → (secret, key).
 fn env_refs(d: &Deployment, container: &str) -> BTreeMap<String, (String, String)> {
     let c = d
@@ -150,7 +135,7 @@ async fn binding_becomes_secret_env_and_one_rollout() {
     .await;
 
     let data = eventually("the managed Secret", T, || {
-        secret_data(&client, &ns, "agents-airflow")
+        secret_text(&client, &ns, "agents-airflow")
     })
     .await;
     let secret_latency = t0.elapsed();
@@ -336,7 +321,7 @@ async fn binding_becomes_secret_env_and_one_rollout() {
     )
     .await;
     eventually("rotated value in the Secret", T, || async {
-        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        let d = secret_text(&client, &ns, "agents-airflow").await?;
         (d["AIRFLOW_CONN_WAREHOUSE"].contains("rotated")).then_some(())
     })
     .await;
@@ -413,7 +398,7 @@ async fn repairs_follows_helm_and_cleans_up() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     eventually("the managed Secret", T, || {
-        secret_data(&client, &ns, "agents-airflow")
+        secret_text(&client, &ns, "agents-airflow")
     })
     .await;
     let injected = |name: &'static str| {
@@ -437,7 +422,7 @@ async fn repairs_follows_helm_and_cleans_up() {
         .await
         .unwrap();
     eventually("hand edit repaired", T, || async {
-        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        let d = secret_text(&client, &ns, "agents-airflow").await?;
         (d["AIRFLOW_CONN_DB"] == "postgres://h/db").then_some(())
     })
     .await;
@@ -446,7 +431,7 @@ async fn repairs_follows_helm_and_cleans_up() {
         .await
         .unwrap();
     eventually("deleted Secret recreated", T, || async {
-        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        let d = secret_text(&client, &ns, "agents-airflow").await?;
         (d.get("AIRFLOW_CONN_DB").map(String::as_str) == Some("postgres://h/db")).then_some(())
     })
     .await;
@@ -455,7 +440,7 @@ async fn repairs_follows_helm_and_cleans_up() {
     // annotation.
     put_secret(&sm, &format!("{p}/db"), "postgres://h/db-rotated").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let d = secret_data(&client, &ns, "agents-airflow").await.unwrap();
+    let d = secret_text(&client, &ns, "agents-airflow").await.unwrap();
     assert_eq!(
         d["AIRFLOW_CONN_DB"], "postgres://h/db",
         "not re-read before the interval"
@@ -471,7 +456,7 @@ async fn repairs_follows_helm_and_cleans_up() {
         .await
         .unwrap();
     eventually("forced refresh", T, || async {
-        let d = secret_data(&client, &ns, "agents-airflow").await?;
+        let d = secret_text(&client, &ns, "agents-airflow").await?;
         (d["AIRFLOW_CONN_DB"] == "postgres://h/db-rotated").then_some(())
     })
     .await;
@@ -552,7 +537,7 @@ async fn repairs_follows_helm_and_cleans_up() {
         );
     }
     assert!(
-        secret_data(&client, &ns, "agents-airflow").await.is_none(),
+        secret_text(&client, &ns, "agents-airflow").await.is_none(),
         "deletionPolicy Delete removes the Secret"
     );
 
@@ -572,7 +557,7 @@ async fn repairs_follows_helm_and_cleans_up() {
     )
     .await;
     eventually("the kept Secret", T, || {
-        secret_data(&client, &ns, "kept-airflow")
+        secret_text(&client, &ns, "kept-airflow")
     })
     .await;
     bindings
@@ -625,7 +610,7 @@ async fn refuses_a_secret_it_does_not_own_and_reports_bad_patterns() {
         (s == "False" && r == "SecretNotOwned").then_some(())
     })
     .await;
-    let data = secret_data(&client, &ns, "taken").await.unwrap();
+    let data = secret_text(&client, &ns, "taken").await.unwrap();
     assert_eq!(
         data,
         BTreeMap::from([("k".to_string(), "user data".to_string())]),
@@ -751,7 +736,7 @@ async fn secrets_manager_outage_keeps_the_secret_and_recovers() {
         (s == "False" && r == "SecretsManagerUnavailable").then_some(())
     })
     .await;
-    let kept = secret_data(&client, &ns, "outage-airflow")
+    let kept = secret_text(&client, &ns, "outage-airflow")
         .await
         .expect("Secret kept");
     assert_eq!(
@@ -764,7 +749,7 @@ async fn secrets_manager_outage_keeps_the_secret_and_recovers() {
     put_secret(&moto.client().await, "outage/db", "postgres://h/db2").await;
     eventually("recovered", T, || async {
         let (s, _) = ready_reason(&client, &ns, "outage").await?;
-        let d = secret_data(&client, &ns, "outage-airflow").await?;
+        let d = secret_text(&client, &ns, "outage-airflow").await?;
         (s == "True" && d["AIRFLOW_CONN_DB"] == "postgres://h/db2").then_some(())
     })
     .await;
@@ -918,7 +903,7 @@ workers:
     )
     .await;
     let data = eventually("backend Secret", T, || {
-        secret_data(&client, &ns, "backend-airflow")
+        secret_text(&client, &ns, "backend-airflow")
     })
     .await;
     let class = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend";

@@ -349,3 +349,22 @@ pub async fn apply_binding(client: &Client, ns: &str, binding: serde_json::Value
     .await
     .unwrap_or_else(|e| panic!("apply binding {name}: {e}"));
 }
+
+/// Decoded data of a Secret, if it exists.
+pub async fn secret_text(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let s = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    Some(
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
+}
