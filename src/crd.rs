@@ -41,7 +41,6 @@ fn unwrap_descriptions(v: &mut Value) {
     }
 }
 
-
 /// The binding reference (Markdown), generated from the CRD's schema: every field with its type,
 /// default, constraints and description. `docs/reference.md` holds it (`make docs`).
 pub fn reference_markdown() -> String {

@@ -25,6 +25,18 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
         log_format: LogFormat,
+        /// Run only while holding the Lease `<lease-name>` in `--lease-namespace`, so that
+        /// several replicas can run and one reconciles.
+        #[arg(long, env = "LEADER_ELECTION")]
+        leader_election: bool,
+        #[arg(long, default_value = "airflow-secrets-operator", env = "LEASE_NAME")]
+        lease_name: String,
+        /// Namespace of the Lease (default: the pod's namespace, POD_NAMESPACE).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// Seconds a leader's lease lasts without renewal before another replica takes over.
+        #[arg(long, default_value_t = 15, env = "LEASE_DURATION_SECONDS")]
+        lease_duration_seconds: u64,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd {
@@ -103,10 +115,19 @@ fn main() -> ExitCode {
             namespace,
             http_address,
             log_format,
+            leader_election,
+            lease_name,
+            lease_namespace,
+            lease_duration_seconds,
         } => {
             init_tracing(log_format);
+            let lease = leader_election.then_some(Lease {
+                name: lease_name,
+                namespace: lease_namespace,
+                duration: lease_duration_seconds,
+            });
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(namespace, http_address)) {
+            match runtime.block_on(run(namespace, http_address, lease)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -174,13 +195,76 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(namespace: Option<String>, http_address: std::net::SocketAddr) -> anyhow::Result<()> {
+/// Leader election settings.
+struct Lease {
+    name: String,
+    namespace: Option<String>,
+    duration: u64,
+}
+
+async fn run(
+    namespace: Option<String>,
+    http_address: std::net::SocketAddr,
+    lease: Option<Lease>,
+) -> anyhow::Result<()> {
     use airflow_secrets_operator::{controller, http, metrics, resolve};
     let client = kube::Client::try_default().await?;
     let secrets_manager = Arc::new(resolve::SecretsManager::from_env().await);
     let metrics = metrics::Metrics::new(secrets_manager.calls.clone());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
+
+    // With leader election, reconcile only while holding the Lease; losing it ends the process
+    // (the pod restarts and waits again), so two replicas never reconcile at the same time.
+    let mut leading = None;
+    if let Some(lease) = lease {
+        // A waiting replica is healthy and ready (rolling updates must be able to proceed);
+        // it only does not reconcile.
+        let bindings: kube::Api<airflow_secrets_operator::api::AirflowSecretBinding> =
+            match &namespace {
+                Some(ns) => kube::Api::namespaced(client.clone(), ns),
+                None => kube::Api::all(client.clone()),
+            };
+        bindings
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot list AirflowSecretBindings ({e}); is the CRD installed?")
+            })?;
+        ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        let lease_ns = lease.namespace.ok_or_else(|| {
+            anyhow::anyhow!("--leader-election needs --lease-namespace (or POD_NAMESPACE)")
+        })?;
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("airflow-secrets-operator-{}", std::process::id()));
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.name)
+            .with_namespace(&lease_ns)
+            .with_identity(&identity)
+            .with_duration(lease.duration)
+            .with_grace(lease.duration.clamp(2, 6) / 2)
+            .with_field_manager(controller::MANAGER)
+            .build()
+            .await?;
+        let (mut rx, task) = manager.watch().await;
+        tracing::info!(lease = %lease.name, namespace = %lease_ns, %identity, "waiting to become the leader");
+        while !*rx.borrow_and_update() {
+            rx.changed()
+                .await
+                .map_err(|_| anyhow::anyhow!("leader election stopped"))?;
+        }
+        tracing::info!(%identity, "became the leader");
+        leading = Some((rx, task));
+    }
+    let lost = async {
+        match leading.as_mut() {
+            Some((rx, _)) => loop {
+                if rx.changed().await.is_err() || !*rx.borrow() {
+                    return;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
     tracing::info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "starting controller"
@@ -188,6 +272,7 @@ async fn run(namespace: Option<String>, http_address: std::net::SocketAddr) -> a
     tokio::select! {
         r = controller::run(client, secrets_manager, metrics, ready, namespace) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
+        () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads")),
     }
 }
 

@@ -171,7 +171,8 @@ fn deployment_is_restricted_and_wired_to_the_binary() {
     let objects = render("aso", &["--namespace", "ops"]);
     let deployment = one(&objects, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 1);
-    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    // Leader election (default) allows a rolling update; see the leader-election test.
+    assert!(deployment["spec"]["strategy"].is_null());
     let pod = &deployment["spec"]["template"]["spec"];
     let sa = one(&objects, "ServiceAccount");
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
@@ -265,6 +266,7 @@ fn deployment_is_restricted_and_wired_to_the_binary() {
 fn rbac_is_exactly_what_the_controller_calls() {
     // Cluster-wide (default).
     let objects = render("aso", &["--namespace", "ops"]);
+    let objects = without_leader_election(objects);
     let rendered = kinds(&objects);
     assert!(
         !rendered.contains("Role") && !rendered.contains("RoleBinding"),
@@ -293,6 +295,7 @@ fn rbac_is_exactly_what_the_controller_calls() {
             "watchNamespace=airflow-agents",
         ],
     );
+    let objects = without_leader_election(objects);
     let rendered = kinds(&objects);
     assert!(
         !rendered.contains("ClusterRole") && !rendered.contains("ClusterRoleBinding"),
@@ -320,7 +323,7 @@ fn rbac_is_exactly_what_the_controller_calls() {
         "serviceMonitor.enabled=true,grafanaDashboard.enabled=true",
         "serviceMonitor.enabled=true,grafanaDashboard.enabled=true,watchNamespace=airflow-agents",
     ] {
-        let objects = render("aso", &["--set", set]);
+        let objects = without_leader_election(render("aso", &["--set", set]));
         let roles: Vec<&Value> = objects
             .iter()
             .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
@@ -344,6 +347,8 @@ fn service_monitor_and_dashboard_only_when_enabled() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
+            "Role",
+            "RoleBinding",
             "Service",
             "ServiceAccount"
         ]
@@ -566,7 +571,10 @@ fn schema_rejects_bad_values() {
     let chart = chart();
     for (set, complaint) in [
         ("replicaCount=abc", "'/replicaCount'"),
-        ("replicaCount=2", "'/replicaCount'"),
+        (
+            "replicaCount=2,leaderElection.enabled=false",
+            "'/replicaCount'",
+        ),
         (
             "replicaConut=1",
             "additional properties 'replicaConut' not allowed",
@@ -764,7 +772,7 @@ const NOT_NEEDED: [(&str, &str, &str); 8] = [
     ("apps", "deployments", "delete"),
     ("apps", "deployments", "create"),
     ("airflow-secrets.io", "airflowsecretbindings", "delete"),
-    ("coordination.k8s.io", "leases", "create"),
+    ("coordination.k8s.io", "leases", "delete"),
     ("", "events", "create"),
 ];
 
@@ -820,6 +828,18 @@ async fn helm_install_cluster_wide_runs_restricted_with_least_privilege() {
     // Cluster-wide: the same permissions in every namespace.
     assert_permissions(&client, &user, &ns, true).await;
     assert_permissions(&client, &user, "airflow-agents-elsewhere", true).await;
+    // The leader-election Lease: only in the release namespace.
+    for verb in ["get", "create", "patch"] {
+        let lease = ("coordination.k8s.io", "leases", verb);
+        assert!(
+            allowed(&client, &user, &ns, lease).await,
+            "{verb} leases in {ns}"
+        );
+        assert!(
+            !allowed(&client, &user, "airflow-agents-elsewhere", lease).await,
+            "{verb} leases elsewhere"
+        );
+    }
 
     run(
         &ground_var("ASO_HELM"),
@@ -863,4 +883,53 @@ async fn helm_install_for_one_namespace_grants_only_there() {
     );
     delete_namespace(&client, &ns).await;
     delete_namespace(&client, &agents).await;
+}
+
+/// The rendered objects without the leader-election Role and RoleBinding (checked on their own).
+fn without_leader_election(objects: Vec<Value>) -> Vec<Value> {
+    objects
+        .into_iter()
+        .filter(|o| {
+            !o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with("-leader-election")
+        })
+        .collect()
+}
+
+#[test]
+fn leader_election_gets_the_lease_in_its_own_namespace_only() {
+    let objects = render("aso", &["--namespace", "ops"]);
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "Role"
+                && o["metadata"]["name"] == "aso-airflow-secrets-operator-leader-election"
+        })
+        .expect("the leader-election Role");
+    assert_eq!(role["metadata"]["namespace"], "ops");
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
+    );
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "LEADER_ELECTION").unwrap()["value"], "true");
+    assert_eq!(
+        env(c, "POD_NAMESPACE").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert!(
+        one(&objects, "Deployment")["spec"]["strategy"].is_null(),
+        "rolling updates with leader election"
+    );
+
+    let objects = render("aso", &["--set", "leaderElection.enabled=false"]);
+    assert!(!kinds(&objects).contains("Role"));
+    assert_eq!(
+        one(&objects, "Deployment")["spec"]["strategy"]["type"],
+        "Recreate"
+    );
+    let objects = render("aso", &["--set", "replicaCount=3"]);
+    assert_eq!(one(&objects, "Deployment")["spec"]["replicas"], 3);
 }

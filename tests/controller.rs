@@ -921,3 +921,80 @@ workers:
     .await;
     delete_namespace(&client, &ns).await;
 }
+
+#[tokio::test]
+async fn with_leader_election_one_replica_reconciles_and_another_takes_over() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ctl-leader").await;
+    let sm = secrets_manager().await;
+    let p = format!("ctl-leader-{ns}");
+    put_secret(&sm, &format!("{p}/v"), "x").await;
+    // The Lease lives in the chart's release namespace, where its Role grants it.
+    let lease = format!("leader-{ns}");
+    let args = [
+        "--leader-election",
+        "--lease-namespace",
+        "aso-system",
+        "--lease-name",
+        &lease,
+        "--lease-duration-seconds",
+        "4",
+    ];
+    let first = Operator::start_with(&ns, &args, &[("POD_NAME", "first")]);
+    eventually("first leads", T, || async {
+        first.logs().contains("became the leader").then_some(())
+    })
+    .await;
+    let second = Operator::start_with(&ns, &args, &[("POD_NAME", "second")]);
+    eventually("second waits and is ready", T, || async {
+        (second.logs().contains("waiting to become the leader") && second.get("/readyz").0 == 200)
+            .then_some(())
+    })
+    .await;
+    let binding = |name: &str| {
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": name},
+            "spec": {"variables": [{"key": "v", "secretId": format!("{p}/v")}], "target": {"injection": "SecretOnly"}}
+        })
+    };
+    apply_binding(&client, &ns, binding("one")).await;
+    eventually("reconciled by the leader", T, || {
+        secret_text(&client, &ns, "one-airflow")
+    })
+    .await;
+    assert!(
+        !second.logs().contains("became the leader"),
+        "only one leader"
+    );
+    assert!(
+        !second.logs().contains("Created managed Secret"),
+        "the waiting replica reconciles nothing"
+    );
+
+    drop(first);
+    eventually("second takes over", T, || async {
+        second.logs().contains("became the leader").then_some(())
+    })
+    .await;
+    apply_binding(&client, &ns, binding("two")).await;
+    eventually("reconciled by the new leader", T, || {
+        secret_text(&client, &ns, "two-airflow")
+    })
+    .await;
+    let holder = run(
+        &ground_var("ASO_KUBECTL"),
+        &[
+            "-n",
+            "aso-system",
+            "get",
+            "lease",
+            &lease,
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert_eq!(holder, "second");
+    delete_namespace(&client, &ns).await;
+}

@@ -222,6 +222,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str) -> Operator {
+        Self::start_with(namespace, &[], &[])
+    }
+
+    /// Starts the operator with extra arguments and environment.
+    pub fn start_with(namespace: &str, args: &[&str], envs: &[(&str, &str)]) -> Operator {
         let log = std::env::temp_dir().join(format!("aso-operator-{namespace}-{}.log", rand_u32()));
         let file = std::fs::File::create(&log).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -244,6 +249,8 @@ impl Operator {
                 "--http-address",
                 &format!("127.0.0.1:{port}"),
             ])
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info,airflow_secrets_operator=debug")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
