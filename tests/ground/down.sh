@@ -4,7 +4,7 @@
 # Usage: tests/ground/down.sh STATE_DIR [--purge]   (--purge also removes STATE_DIR)
 set -uo pipefail
 state=${1:?usage: down.sh STATE_DIR [--purge]}
-[[ -d $state/pids ]] || exit 0
+state=${state%/}
 
 # Alive means running: a zombie (exited, not yet reaped by its parent) does not count.
 alive() {
@@ -28,12 +28,23 @@ for pid in "${pids[@]}"; do
   if alive "$pid"; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null; fi
 done
 sleep 0.2
+# Anything still running with the state directory on its command line is ours too (for
+# instance when pids/ was lost): stop it as well.
+strays() {
+  { pgrep -f -- "$state/"
+    for p in $(pgrep -f moto_server); do
+      [[ $(readlink "/proc/$p/cwd" 2>/dev/null) == "$state" ]] && echo "$p"
+    done
+  } | grep -vx -e "$$" -e "$PPID" || true
+}
+for p in $(strays); do kill -TERM "$p" 2>/dev/null; done
+deadline=$((SECONDS + 10))
+while [[ -n $(strays) ]] && ((SECONDS < deadline)); do sleep 0.1; done
+for p in $(strays); do kill -KILL "$p" 2>/dev/null; done
+sleep 0.2
 left=()
 for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
-# Anything still running with the state directory on its command line is ours too.
-while read -r p; do
-  [[ -n $p && $p != "$$" && $p != "$PPID" ]] && left+=("$p")
-done < <(pgrep -f -- "$state/" || true)
+for p in $(strays); do alive "$p" && left+=("$p"); done
 if ((${#left[@]})); then
   printf '[ground] ERROR: processes still running after stop: %s\n' "${left[*]}" >&2
   exit 1

@@ -122,7 +122,8 @@ start etcd "$ASO_ETCD_BIN/etcd" --name aso-test --data-dir "$state/etcd" \
 wait_for etcd 30 curl -fsS "http://127.0.0.1:$etcd_port/health"
 
 # ---- moto (Secrets Manager emulator); starts while the API server boots ----
-start moto "$ASO_MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port"
+# moto's command line cannot name the state directory: its working directory does (down.sh).
+(cd "$state" && start moto "$ASO_MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$moto_port")
 
 # ---- kube-apiserver ----
 start kube-apiserver "$ASO_KUBE_BIN/kube-apiserver" \
