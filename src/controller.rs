@@ -73,6 +73,23 @@ struct Resolved {
     entries: Vec<ResolvedEntry>,
 }
 
+impl Resolved {
+    /// What was just read for `binding` (at its current generation and force-sync value).
+    fn now(
+        binding: &AirflowSecretBinding,
+        force: Option<String>,
+        entries: Vec<ResolvedEntry>,
+    ) -> Resolved {
+        Resolved {
+            generation: binding.metadata.generation,
+            force,
+            at: Instant::now(),
+            when: Timestamp::now(),
+            entries,
+        }
+    }
+}
+
 /// Shared state of all reconciles.
 pub struct Context {
     pub client: Client,
@@ -270,30 +287,15 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
         let mut cache = ctx.resolved.lock().expect("resolved lock");
         let keep = cache.get(&key).is_some_and(|r| r.entries == entries);
         if !keep {
-            cache.insert(
-                key.clone(),
-                Resolved {
-                    generation: binding.metadata.generation,
-                    force: force.clone(),
-                    at: Instant::now(),
-                    when: Timestamp::now(),
-                    entries,
-                },
-            );
+            cache.insert(key.clone(), Resolved::now(binding, force.clone(), entries));
         }
     } else if !fresh {
         match ctx.secrets_manager.resolve(&binding.spec, &patterns).await {
             Ok(entries) => {
-                ctx.resolved.lock().expect("resolved lock").insert(
-                    key.clone(),
-                    Resolved {
-                        generation: binding.metadata.generation,
-                        force: force.clone(),
-                        at: Instant::now(),
-                        when: Timestamp::now(),
-                        entries,
-                    },
-                );
+                ctx.resolved
+                    .lock()
+                    .expect("resolved lock")
+                    .insert(key.clone(), Resolved::now(binding, force.clone(), entries));
             }
             Err(e) => {
                 // Keep the last good Secret untouched; say so in status and retry with backoff.
