@@ -108,6 +108,7 @@ pub struct AirflowSecretBindingSpec {
     /// A small random jitter is added so that bindings do not refresh in lockstep.
     #[serde(default = "default_refresh_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("refreshInterval must be at least 1s"))]
     pub refresh_interval: String,
 
     /// What happens to the managed Secret when the binding is deleted. `Delete` (default) removes

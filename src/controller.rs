@@ -465,7 +465,9 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
                     containers: w.containers.clone(),
                 });
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {
+            // 409: another field manager owns the field; 422: the chart sets a plain `value` for
+            // a name we inject with `valueFrom` (an env entry cannot have both).
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
                 conflicts.push(format!("Deployment {}: {}", w.name, s.message));
             }
             Err(e) => return Err(e.into()),

@@ -563,9 +563,15 @@ fn is_current(v: &VersionSelector) -> bool {
 }
 
 /// A per-id error code as an entry state; the message names the code, never a value.
+///
+/// Codes that Airflow's backend treats as "not found" (a secret scheduled for deletion answers
+/// InvalidRequestException) are NotFound here too, so the entry leaves the Secret as it leaves
+/// Airflow's view; other errors keep the last good value.
 fn problem(code: &str) -> Fetched {
     let state = match code {
-        "ResourceNotFoundException" => EntryState::NotFound,
+        "ResourceNotFoundException" | "InvalidRequestException" | "InvalidParameterException" => {
+            EntryState::NotFound
+        }
         "AccessDeniedException" => EntryState::AccessDenied,
         _ => EntryState::Error,
     };
@@ -583,4 +589,29 @@ fn sdk_message<E: std::error::Error + 'static>(
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map_to_states_as_airflow_sees_them() {
+        let state = |code: &str| match problem(code) {
+            Fetched::Problem(s, m) => {
+                assert!(m.contains(code));
+                s
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(state("ResourceNotFoundException"), EntryState::NotFound);
+        assert_eq!(
+            state("InvalidRequestException"),
+            EntryState::NotFound,
+            "scheduled for deletion"
+        );
+        assert_eq!(state("AccessDeniedException"), EntryState::AccessDenied);
+        assert_eq!(state("DecryptionFailure"), EntryState::Error);
+        assert_eq!(state("ThrottlingException"), EntryState::Error);
+    }
 }

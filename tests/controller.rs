@@ -873,6 +873,28 @@ workers:
     // Only the connection: the agents' backend does not look variables up (prefix null).
     assert!(status.message.contains("1 injected"), "{}", status.message);
 
+    // Backend mode on the agents: the chart sets AIRFLOW__SECRETS__BACKEND as a plain value,
+    // which an env entry from a Secret cannot replace: reported, not retried silently.
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "backend-on-agents"},
+            "spec": {
+                "mode": "Backend",
+                "discovery": {"connectionsPrefix": "airflow/connections"},
+                "target": {"workloads": {"helmRelease": "astro-agent"}}
+            }
+        }),
+    )
+    .await;
+    eventually("WorkloadConflict for a chart-set variable", T, || async {
+        let (s, r) = ready_reason(&client, &ns, "backend-on-agents").await?;
+        (s == "False" && r == "WorkloadConflict").then_some(())
+    })
+    .await;
+
     // Backend mode on a Deployment of its own: the four config options land in the Secret.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let plain: Deployment = serde_json::from_value(json!({

@@ -99,6 +99,11 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
             vec!["spec.refreshInterval"],
         ),
         (
+            "zero-refresh-interval",
+            json!({"connections": conn(), "refreshInterval": "0s", "target": valid_target()}),
+            vec!["spec.refreshInterval", "at least 1s"],
+        ),
+        (
             "bad-injection",
             json!({"connections": conn(), "target": {"injection": "Mount", "workloads": {"names": ["x"]}}}),
             vec!["spec.target.injection", "Unsupported value"],
