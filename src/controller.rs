@@ -119,22 +119,26 @@ impl Context {
     }
 }
 
-/// Runs the controller until the process is asked to stop. `namespace` limits it to one
-/// namespace (a namespace-scoped install); `None` watches all.
-pub async fn run(
-    client: Client,
-    secrets_manager: Arc<SecretsManager>,
-    metrics: Arc<Metrics>,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-    namespace: Option<String>,
-) -> anyhow::Result<()> {
-    let bindings: Api<AirflowSecretBinding> = scoped(&client, namespace.as_deref());
+/// Fails, saying what to do, when the binding API cannot be listed (CRD missing, no rights).
+pub async fn ensure_crd(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
+    let bindings: Api<AirflowSecretBinding> = scoped(client, namespace);
     if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
         anyhow::bail!(
             "cannot list AirflowSecretBindings ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`)?"
         );
     }
-    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Runs the controller until the process is asked to stop. `namespace` limits it to one
+/// namespace (a namespace-scoped install); `None` watches all. Call [`ensure_crd`] first.
+pub async fn run(
+    client: Client,
+    secrets_manager: Arc<SecretsManager>,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    let bindings: Api<AirflowSecretBinding> = scoped(&client, namespace.as_deref());
     let ctx = Context::new(client.clone(), secrets_manager, metrics);
     // Owned Secrets are watched as metadata only: no Secret data sits in the operator's memory.
     let secrets: Api<PartialObjectMeta<Secret>> = scoped(&client, namespace.as_deref());
@@ -340,29 +344,25 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
     let secret_name = secret_name(binding);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = secrets.get_opt(&secret_name).await?;
-    if let Some(s) = &existing {
-        let ours = s
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
-        if !ours {
-            let message = format!(
-                "Secret {secret_name} exists and is not managed by this binding; it is left untouched (choose another spec.target.secretName or delete that Secret)"
-            );
-            let mut entries = pattern_problems;
-            entries.extend(desired.entries);
-            let observed = Observed {
-                entries,
-                workloads: vec![],
-                content_hash: None,
-                synced_at: Some(synced_at),
-                ready: (false, reason::SECRET_NOT_OWNED, message),
-                warnings: vec![],
-            };
-            ctx.metrics.conflicts.get_or_create(&labels(binding)).inc();
-            write_status(binding, ctx, observed).await?;
-            return Ok(Action::requeue(with_jitter(interval)));
-        }
+    if let Some(s) = &existing
+        && !owned_by(s, binding)
+    {
+        let message = format!(
+            "Secret {secret_name} exists and is not managed by this binding; it is left untouched (choose another spec.target.secretName or delete that Secret)"
+        );
+        let mut entries = pattern_problems;
+        entries.extend(desired.entries);
+        let observed = Observed {
+            entries,
+            workloads: vec![],
+            content_hash: None,
+            synced_at: Some(synced_at),
+            ready: (false, reason::SECRET_NOT_OWNED, message),
+            warnings: vec![],
+        };
+        ctx.metrics.conflicts.get_or_create(&labels(binding)).inc();
+        write_status(binding, ctx, observed).await?;
+        return Ok(Action::requeue(with_jitter(interval)));
     }
     if let Some(previous) = existing.as_ref().and_then(|s| s.data.as_ref()) {
         let previous: BTreeMap<String, String> = previous
@@ -502,7 +502,7 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
         let l = EntryLabels {
             namespace: ns.clone(),
             binding: name.clone(),
-            state: state_label(state),
+            state: format!("{state:?}"),
         };
         ctx.metrics.entries.get_or_create(&l).set(n);
     }
@@ -584,16 +584,12 @@ async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, 
     )))
 }
 
-fn state_label(state: EntryState) -> &'static str {
-    match state {
-        EntryState::Synced => "Synced",
-        EntryState::NotFound => "NotFound",
-        EntryState::Invalid => "Invalid",
-        EntryState::Unrepresentable => "Unrepresentable",
-        EntryState::Conflict => "Conflict",
-        EntryState::AccessDenied => "AccessDenied",
-        EntryState::Error => "Error",
-    }
+/// Whether `secret` is controlled by `binding` (a controller ownerReference with its uid).
+fn owned_by(secret: &Secret, binding: &AirflowSecretBinding) -> bool {
+    secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref())
 }
 
 fn template_hash(d: &Deployment, key: &str) -> Option<String> {
@@ -675,24 +671,21 @@ async fn cleanup(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action
     }
     let secret_name = secret_name(binding);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(s) = secrets.get_opt(&secret_name).await? {
-        let ours = s
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
-        if ours {
-            match binding.spec.deletion_policy {
-                crate::api::DeletionPolicy::Delete => {
-                    secrets
-                        .delete(&secret_name, &DeleteParams::default())
-                        .await?;
-                }
-                crate::api::DeletionPolicy::Retain => {
-                    let patch = json!({"metadata": {"ownerReferences": null, "labels": {BINDING_LABEL: null}}});
-                    secrets
-                        .patch(&secret_name, &PatchParams::default(), &Patch::Merge(patch))
-                        .await?;
-                }
+    if let Some(s) = secrets.get_opt(&secret_name).await?
+        && owned_by(&s, binding)
+    {
+        match binding.spec.deletion_policy {
+            crate::api::DeletionPolicy::Delete => {
+                secrets
+                    .delete(&secret_name, &DeleteParams::default())
+                    .await?;
+            }
+            crate::api::DeletionPolicy::Retain => {
+                let patch =
+                    json!({"metadata": {"ownerReferences": null, "labels": {BINDING_LABEL: null}}});
+                secrets
+                    .patch(&secret_name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await?;
             }
         }
     }

@@ -213,25 +213,15 @@ async fn run(
     let metrics = metrics::Metrics::new(secrets_manager.calls.clone());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
+    // Ready once the binding API can be listed; a replica waiting for the Lease is ready too (a
+    // rolling update must be able to proceed), it only does not reconcile.
+    controller::ensure_crd(&client, namespace.as_deref()).await?;
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // With leader election, reconcile only while holding the Lease; losing it ends the process
     // (the pod restarts and waits again), so two replicas never reconcile at the same time.
     let mut leading = None;
     if let Some(lease) = lease {
-        // A waiting replica is healthy and ready (rolling updates must be able to proceed);
-        // it only does not reconcile.
-        let bindings: kube::Api<airflow_secrets_operator::api::AirflowSecretBinding> =
-            match &namespace {
-                Some(ns) => kube::Api::namespaced(client.clone(), ns),
-                None => kube::Api::all(client.clone()),
-            };
-        bindings
-            .list(&kube::api::ListParams::default().limit(1))
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot list AirflowSecretBindings ({e}); is the CRD installed?")
-            })?;
-        ready.store(true, std::sync::atomic::Ordering::Relaxed);
         let lease_ns = lease.namespace.ok_or_else(|| {
             anyhow::anyhow!("--leader-election needs --lease-namespace (or POD_NAMESPACE)")
         })?;
@@ -270,7 +260,7 @@ async fn run(
         "starting controller"
     );
     tokio::select! {
-        r = controller::run(client, secrets_manager, metrics, ready, namespace) => r,
+        r = controller::run(client, secrets_manager, metrics, namespace) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads")),
     }

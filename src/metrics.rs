@@ -27,7 +27,7 @@ pub struct BindingLabels {
 pub struct EntryLabels {
     pub namespace: String,
     pub binding: String,
-    pub state: &'static str,
+    pub state: String,
 }
 
 pub type Calls = Family<CallLabels, Counter>;

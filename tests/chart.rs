@@ -427,7 +427,7 @@ fn dashboard_queries_the_operators_metrics() {
         .get_or_create(&EntryLabels {
             namespace: "ns".into(),
             binding: "b".into(),
-            state: "Synced",
+            state: "Synced".into(),
         })
         .set(1);
     let metrics = m.encode();
