@@ -897,18 +897,7 @@ workers:
 
     // Backend mode on a Deployment of its own: the four config options land in the Secret.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let plain: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "plain-worker"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "plain"}},
-            "template": {"metadata": {"labels": {"app": "plain"}}, "spec": {"containers": [{"name": "worker", "image": "example.invalid/w:1"}]}}
-        }
-    }))
-    .unwrap();
-    deployments
-        .create(&Default::default(), &plain)
-        .await
-        .unwrap();
+    create_plain_deployment(&client, &ns, "plain-worker").await;
     apply_binding(
         &client,
         &ns,

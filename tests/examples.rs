@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use airflow_secrets_operator::api::{AirflowSecretBinding, EntryState};
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
-use serde_json::json;
 use support::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -46,18 +44,7 @@ async fn every_example_binding_reconciles_as_documented() {
         "astro-agent",
         "resourceNamePrefix: astro-agent\nworkers:\n  - {name: default-worker}\n  - {name: gpu}\nloggingSidecar: {enabled: true}\n",
     );
-    let plain: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "plain-worker"},
-        "spec": {
-            "selector": {"matchLabels": {"app": "plain"}},
-            "template": {"metadata": {"labels": {"app": "plain"}}, "spec": {"containers": [{"name": "worker", "image": "example.invalid/w:1"}]}}
-        }
-    }))
-    .unwrap();
-    Api::<Deployment>::namespaced(client.clone(), &ns)
-        .create(&Default::default(), &plain)
-        .await
-        .unwrap();
+    create_plain_deployment(&client, &ns, "plain-worker").await;
 
     let sm = secrets_manager().await;
     for (name, value) in [

@@ -375,3 +375,19 @@ pub async fn secret_text(
             .collect(),
     )
 }
+
+/// A Deployment of one container named `worker`, not from any Helm release.
+pub async fn create_plain_deployment(client: &Client, ns: &str, name: &str) {
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "worker", "image": "example.invalid/w:1"}]}}
+        }
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap_or_else(|e| panic!("create Deployment {name}: {e}"));
+}
