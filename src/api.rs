@@ -111,6 +111,16 @@ pub struct AirflowSecretBindingSpec {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("refreshInterval must be at least 1s"))]
     pub refresh_interval: String,
 
+    /// What happens when a refresh suddenly finds far fewer secrets than before (fewer than half,
+    /// and at least two fewer, with an unchanged spec) — typically a wrong region, a role that
+    /// lost `secretsmanager:ListSecrets`, or a mistyped prefix rather than intended deletions.
+    /// `Hold` (default) keeps the last good content on the agents and sets Ready=False with
+    /// reason `SourceEmptied`; a new value of the annotation `airflow-secrets.io/force-sync`
+    /// accepts the deletions once. `Follow` applies them like any other change. Deleting single
+    /// secrets is always followed, as Airflow would no longer find them.
+    #[serde(default)]
+    pub mass_deletion_policy: MassDeletionPolicy,
+
     /// What happens to the managed Secret when the binding is deleted. `Delete` (default) removes
     /// it; `Retain` keeps it (without owner). In both cases the injected env and the rollout
     /// annotation are removed from the workloads.
@@ -415,6 +425,14 @@ pub enum Mode {
     Backend,
 }
 
+/// What happens when a refresh suddenly finds far fewer secrets than before.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MassDeletionPolicy {
+    #[default]
+    Hold,
+    Follow,
+}
+
 /// What happens to the managed Secret when the binding is deleted.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeletionPolicy {
@@ -448,15 +466,30 @@ pub struct AirflowSecretBindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
+    /// Further Secrets holding the content when it exceeds what one Secret can hold
+    /// (`<secretName>-2`, `<secretName>-3`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_secret_names: Vec<String>,
+
     /// Number of entries in state Synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synced_entries: Option<i64>,
 
-    /// One line per connection, variable and config option.
+    /// Number of entries of the binding, whatever their state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_entries: Option<i64>,
+
+    /// Number of entries per state (`Synced`, `NotFound`, …).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entry_counts: BTreeMap<String, i64>,
+
+    /// Entries, those that need attention first. Every entry is listed while the binding has at
+    /// most 32; beyond that only entries that are not Synced, up to about 12 KiB (the counts
+    /// above always cover all), so that status stays small at any size.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entries: Vec<EntryStatus>,
 
-    /// Workloads the values were injected into.
+    /// Workloads the binding selects and what they carry of it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<WorkloadStatus>,
 }
@@ -513,7 +546,7 @@ pub enum EntryState {
     Error,
 }
 
-/// A workload the values were injected into.
+/// A workload the binding selects, and what it carries of the binding.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadStatus {
@@ -525,4 +558,31 @@ pub struct WorkloadStatus {
     /// Containers that received the values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<String>,
+    /// Whether the binding's entries are on the Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<WorkloadState>,
+    /// The binding's content hash the Deployment's pod template carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_hash: Option<String>,
+    /// Why, for any state but Injected. Never contains a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a Deployment carries of a binding.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkloadState {
+    /// Every entry is injected, with the binding's current content.
+    Injected,
+    /// Some entries are not injected: the chart or a binding created earlier sets the same env
+    /// name (or envFrom) in that container.
+    Conflict,
+    /// Nothing of this binding is injected: the container's environment would exceed what
+    /// Linux passes to a process.
+    TooLarge,
+    /// The Deployment keeps the binding's last good entries (its current content is held back;
+    /// see the Ready condition).
+    Held,
+    /// Not yet written (the Deployment is updated a moment after the Secret).
+    Pending,
 }

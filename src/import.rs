@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::desired::SM_BACKEND_CLASS;
+use crate::plan::backend::SM_BACKEND_CLASS;
 
 /// An error that names the file, the place and the field.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub entries: Family<EntryLabels, Gauge>,
     pub rollouts: Family<BindingLabels, Counter>,
     pub conflicts: Family<BindingLabels, Counter>,
+    /// Deployment writes (each combines every binding that targets the Deployment).
+    pub workload_writes: Counter,
 }
 
 impl Metrics {
@@ -83,14 +85,36 @@ impl Metrics {
             "Reconciles that found a conflict (Secret not owned, fields owned by another manager)",
             conflicts.clone(),
         );
+        let workload_writes = Counter::default();
+        registry.register(
+            "workload_writes",
+            "Deployment writes; each combines every binding that targets the Deployment",
+            workload_writes.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            workload_writes,
             reconcile_duration,
             reconcile_errors,
             entries,
             rollouts,
             conflicts,
         })
+    }
+
+    /// Removes the series of a deleted binding.
+    pub fn forget(&self, binding: &BindingLabels) {
+        self.reconcile_duration.remove(binding);
+        self.reconcile_errors.remove(binding);
+        self.rollouts.remove(binding);
+        self.conflicts.remove(binding);
+        for state in crate::plan::status::ALL_STATES {
+            self.entries.remove(&EntryLabels {
+                namespace: binding.namespace.clone(),
+                binding: binding.binding.clone(),
+                state: format!("{state:?}"),
+            });
+        }
     }
 
     /// The text exposition format.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{AirflowSecretBinding, EntryState, EntryStatus, Injection, Mode};
-use crate::desired;
+use crate::plan::{backend, content, select};
 use crate::resolve::{DiscoveryPatterns, ResolveError, SecretsManager};
 
 /// A file that could not be read as bindings: names the file, the line and the field.
@@ -149,7 +149,7 @@ pub async fn render(
 ) -> Result<Rendered, ResolveError> {
     let (patterns, problems) = DiscoveryPatterns::compile(&binding.spec);
     let entries = if binding.spec.mode == Mode::Backend {
-        desired::backend_entries(&binding.spec)
+        backend::backend_entries(&binding.spec)
     } else {
         sm.resolve(&binding.spec, &patterns).await?
     };
@@ -159,7 +159,10 @@ pub async fn render(
         .as_ref()
         .map(|d| d.extra_conn_words.clone())
         .unwrap_or_default();
-    let d = desired::desired_secret(&entries, binding.spec.target.injection, &extra);
+    let mut d = content::desired_secret(&entries, binding.spec.target.injection, &extra);
+    if binding.spec.target.injection != Injection::SecretOnly {
+        content::enforce_env_limits(&mut d);
+    }
     let mut rendered: Vec<RenderedEntry> = problems
         .into_iter()
         .map(|status| RenderedEntry {
@@ -172,7 +175,7 @@ pub async fn render(
             .env_name
             .as_ref()
             .filter(|_| status.state == EntryState::Synced)
-            .and_then(|env| d.data.get(&desired::secret_key_for(env)))
+            .and_then(|env| d.data.get(&content::secret_key_for(env)))
             .map(|v| short_hash(v));
         rendered.push(RenderedEntry {
             status: status.clone(),
@@ -184,7 +187,7 @@ pub async fn render(
         let selected = if binding.spec.target.injection == Injection::SecretOnly {
             vec![]
         } else {
-            desired::select_workloads(
+            select::select_workloads(
                 all,
                 &selector,
                 &binding.spec.target.components,

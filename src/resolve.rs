@@ -22,7 +22,7 @@ use crate::airflow::pattern::LookupPattern;
 use crate::api::{
     AirflowSecretBindingSpec, EntryKind, EntryState, EntryStatus, Source, VersionSelector,
 };
-use crate::desired::{Fetched, ResolvedEntry};
+use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{CallLabels, Calls};
 
 /// AWS's limit on ids per `BatchGetSecretValue` call.

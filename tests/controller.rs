@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use airflow_secrets_operator::api::AirflowSecretBinding;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use support::*;
 
@@ -25,59 +25,6 @@ loggingSidecar: {enabled: true}
 "#;
 
 const T: Duration = Duration::from_secs(60);
-
-/// Env entries of one container of a Deployment's pod template: name → (secret, key).
-fn env_refs(d: &Deployment, container: &str) -> BTreeMap<String, (String, String)> {
-    let c = d
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
-        .iter()
-        .find(|c| c.name == container)
-        .unwrap();
-    c.env
-        .iter()
-        .flatten()
-        .filter_map(|e| {
-            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
-            Some((e.name.clone(), (r.name.clone(), r.key.clone())))
-        })
-        .collect()
-}
-
-async fn replicasets(client: &Client, ns: &str, deployment: &str) -> Vec<ReplicaSet> {
-    Api::<ReplicaSet>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|rs| rs.owner_references().iter().any(|o| o.name == deployment))
-        .collect()
-}
-
-async fn binding_status(
-    client: &Client,
-    ns: &str,
-    name: &str,
-) -> Option<airflow_secrets_operator::api::AirflowSecretBindingStatus> {
-    Api::<AirflowSecretBinding>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .ok()?
-        .status
-}
-
-async fn ready_reason(client: &Client, ns: &str, name: &str) -> Option<(String, String)> {
-    let s = binding_status(client, ns, name).await?;
-    let c = s.conditions.into_iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status, c.reason))
-}
 
 const AGENT_DEPLOYMENTS: [&str; 4] = [
     "astro-agent-worker-default-worker",

@@ -4,7 +4,7 @@
 mod support;
 
 use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
-use airflow_secrets_operator::desired::Fetched;
+use airflow_secrets_operator::entries::Fetched;
 use airflow_secrets_operator::resolve::{DiscoveryPatterns, SecretsManager};
 use serde_json::json;
 use support::*;

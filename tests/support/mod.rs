@@ -391,3 +391,63 @@ pub async fn create_plain_deployment(client: &Client, ns: &str, name: &str) {
         .await
         .unwrap_or_else(|e| panic!("create Deployment {name}: {e}"));
 }
+
+/// Env entries of one container of a Deployment's pod template: name → (secret, key).
+pub fn env_refs(
+    d: &k8s_openapi::api::apps::v1::Deployment,
+    container: &str,
+) -> std::collections::BTreeMap<String, (String, String)> {
+    let c = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+        .iter()
+        .find(|c| c.name == container)
+        .unwrap();
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((e.name.clone(), (r.name.clone(), r.key.clone())))
+        })
+        .collect()
+}
+
+pub async fn replicasets(
+    client: &Client,
+    ns: &str,
+    deployment: &str,
+) -> Vec<k8s_openapi::api::apps::v1::ReplicaSet> {
+    Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(client.clone(), ns)
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|rs| rs.owner_references().iter().any(|o| o.name == deployment))
+        .collect()
+}
+
+pub async fn binding_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> Option<airflow_secrets_operator::api::AirflowSecretBindingStatus> {
+    Api::<airflow_secrets_operator::api::AirflowSecretBinding>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?
+        .status
+}
+
+pub async fn ready_reason(client: &Client, ns: &str, name: &str) -> Option<(String, String)> {
+    let s = binding_status(client, ns, name).await?;
+    let c = s.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason))
+}

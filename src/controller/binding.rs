@@ -1,0 +1,831 @@
+//! The binding controller: observe (the binding, Secrets Manager, the caches) → plan
+//! ([`crate::plan::binding`]) → act (write the Secrets that differ, hand the delivery to the
+//! workload controller, write status when it changed).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::index::{Key, Resolved};
+use super::{Context, Error, backoff, with_jitter};
+use crate::api::{AirflowSecretBinding, EntryState, Mode, WorkloadState, WorkloadStatus};
+use crate::entries::{Fetched, ResolvedEntry};
+use crate::metrics::{BindingLabels, EntryLabels};
+use crate::plan::backend;
+use crate::plan::binding::{BindingInput, BindingPlan, Read, plan_binding, verdict};
+use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of};
+use crate::plan::select::{SelectedWorkload, select_workloads};
+use crate::plan::status::{self, ALL_STATES, StatusInput};
+use crate::plan::workload::{Delivery, FIELD_MANAGER, legacy_managers};
+use crate::resolve::DiscoveryPatterns;
+
+/// Changing this annotation's value on a binding forces a re-read of Secrets Manager.
+pub const FORCE_SYNC_ANNOTATION: &str = "airflow-secrets.io/force-sync";
+/// Label on every managed Secret: the binding's name.
+pub const BINDING_LABEL: &str = "airflow-secrets.io/binding";
+/// Label on every managed Secret: who manages it.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Annotation of each managed Secret that carries the binding's content hash.
+pub const HASH_ANNOTATION: &str = "airflow-secrets.io/content-hash";
+
+/// Name of the managed Secret (its first part).
+pub fn secret_name(binding: &AirflowSecretBinding) -> String {
+    binding
+        .spec
+        .target
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-airflow", binding.name_any()))
+}
+
+pub(super) fn key_of(binding: &AirflowSecretBinding) -> Key {
+    (binding.namespace().unwrap_or_default(), binding.name_any())
+}
+
+fn force_of(binding: &AirflowSecretBinding) -> Option<String> {
+    binding.annotations().get(FORCE_SYNC_ANNOTATION).cloned()
+}
+
+fn refresh_interval(binding: &AirflowSecretBinding) -> Duration {
+    binding
+        .spec
+        .refresh_interval
+        .parse::<kube::core::Duration>()
+        .map(Duration::from)
+        .unwrap_or(Duration::from_secs(3600))
+        .max(Duration::from_secs(1))
+}
+
+pub(super) fn labels(binding: &AirflowSecretBinding) -> BindingLabels {
+    BindingLabels {
+        namespace: binding.namespace().unwrap_or_default(),
+        binding: binding.name_any(),
+    }
+}
+
+/// The Deployments of the binding's namespace it selects now, from the cache.
+pub(super) fn selected(
+    ctx: &Context,
+    binding: &AirflowSecretBinding,
+) -> Vec<(Arc<Deployment>, SelectedWorkload)> {
+    let Some(selector) = &binding.spec.target.workloads else {
+        return vec![];
+    };
+    let ns = binding.namespace();
+    ctx.deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace() == ns)
+        .filter_map(|d| {
+            let w = select_workloads(
+                std::slice::from_ref(&*d),
+                selector,
+                &binding.spec.target.components,
+                &binding.spec.target.containers,
+            )
+            .pop()?;
+            Some((d, w))
+        })
+        .collect()
+}
+
+/// Owned Secrets of a binding in the cache, by name.
+fn owned_secrets(
+    ctx: &Context,
+    binding: &AirflowSecretBinding,
+) -> BTreeMap<String, Arc<kube::core::PartialObjectMeta<Secret>>> {
+    let uid = binding.uid();
+    let ns = binding.namespace();
+    ctx.secrets
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == ns)
+        .filter(|s| {
+            s.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .map(|s| (s.name_any(), s))
+        .collect()
+}
+
+/// Reconciles a binding that is not being deleted.
+pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(binding);
+    let read = observe(binding, ctx, &key).await;
+    let failed = matches!(read, Read::Failed(_));
+    let plan = plan(binding, ctx, &key, read).await?;
+    write_secrets(binding, ctx, &key, &plan).await?;
+    hand_over(binding, ctx, &key, &plan);
+    write_status(binding, ctx, &key, &plan).await?;
+    let mut index = ctx.index.lock().expect("index");
+    let state = index.binding(&key);
+    if failed {
+        state.failures += 1;
+        return Ok(Action::requeue(backoff(state.failures)));
+    }
+    state.failures = 0;
+    let interval = refresh_interval(binding);
+    let remaining = state
+        .resolved
+        .as_ref()
+        .map(|r| interval.saturating_sub(r.at.elapsed()))
+        .unwrap_or(interval);
+    Ok(Action::requeue(with_jitter(
+        remaining.max(Duration::from_millis(200)),
+    )))
+}
+
+/// Reads Secrets Manager unless what was read within the refresh interval still answers this
+/// spec; tells other bindings that read a secret whose version changed.
+async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Read {
+    if binding.spec.mode == Mode::Backend {
+        return Read::Entries(backend::backend_entries(&binding.spec));
+    }
+    let force = force_of(binding);
+    let interval = refresh_interval(binding);
+    let fresh = {
+        let index = ctx.index.lock().expect("index");
+        index.bindings.get(key).and_then(|s| {
+            let r = s.resolved.as_ref()?;
+            (!s.stale
+                && r.generation == binding.metadata.generation
+                && r.force == force
+                && r.at.elapsed() < interval)
+                .then(|| r.entries.clone())
+        })
+    };
+    if let Some(entries) = fresh {
+        return Read::Entries(entries);
+    }
+    let (patterns, _) = DiscoveryPatterns::compile(&binding.spec);
+    match ctx.secrets_manager.resolve(&binding.spec, &patterns).await {
+        Ok(entries) => {
+            let woken = remember(ctx, key, binding, force, &entries);
+            for k in woken {
+                let _ = ctx
+                    .to_bindings
+                    .unbounded_send(ObjectRef::new(&k.1).within(&k.0));
+            }
+            Read::Entries(entries)
+        }
+        Err(e) => Read::Failed(e.to_string()),
+    }
+}
+
+/// Stores a successful read; returns the other bindings that read a secret whose version this
+/// read found changed, so that one rotation reaches all of them together.
+fn remember(
+    ctx: &Context,
+    key: &Key,
+    binding: &AirflowSecretBinding,
+    force: Option<String>,
+    entries: &[ResolvedEntry],
+) -> Vec<Key> {
+    let mut index = ctx.index.lock().expect("index");
+    let state = index.binding(key);
+    let before: BTreeMap<String, Option<String>> = state
+        .resolved
+        .as_ref()
+        .map(|r| {
+            r.entries
+                .iter()
+                .map(|e| (e.secret_id.clone(), e.version_id.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    state.stale = false;
+    state.resolved = Some(Resolved {
+        generation: binding.metadata.generation,
+        force,
+        at: Instant::now(),
+        when: Timestamp::now(),
+        entries: entries.to_vec(),
+    });
+    let changed: Vec<String> = entries
+        .iter()
+        .filter(|e| before.get(&e.secret_id).is_some_and(|v| *v != e.version_id))
+        .map(|e| e.secret_id.clone())
+        .collect();
+    let mut woken = Vec::new();
+    for secret in changed {
+        woken.extend(index.mark_readers_stale(key, &secret));
+    }
+    woken
+}
+
+/// Gathers the plan's other inputs (last good values, denial times) and plans.
+async fn plan(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    read: Read,
+) -> Result<BindingPlan, Error> {
+    let now = Instant::now();
+    let force = force_of(binding);
+    let (denied_too_long, last_good, foreign, forced) = {
+        let mut index = ctx.index.lock().expect("index");
+        let state = index.binding(key);
+        let denied_now: BTreeSet<String> = match &read {
+            Read::Entries(e) => e
+                .iter()
+                .filter(|e| matches!(e.outcome, Fetched::Problem(EntryState::AccessDenied, _)))
+                .map(env_name_of)
+                .collect(),
+            Read::Failed(_) => state.denied_since.keys().cloned().collect(),
+        };
+        state.denied_since.retain(|k, _| denied_now.contains(k));
+        for k in &denied_now {
+            state.denied_since.entry(k.clone()).or_insert(now);
+        }
+        let too_long: BTreeSet<String> = state
+            .denied_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= ACCESS_DENIED_GRACE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let forced = state
+            .planned_force
+            .as_ref()
+            .is_some_and(|planned| *planned != force);
+        (
+            too_long,
+            state.last_good.clone(),
+            state.foreign_secret.clone(),
+            forced,
+        )
+    };
+    let needs_last_good = matches!(&read, Read::Entries(e) if e.iter().any(|e| matches!(e.outcome, Fetched::Problem(EntryState::AccessDenied | EntryState::Error, _))));
+    let last_good = match last_good {
+        Some(l) => Some(l),
+        None if needs_last_good => Some(read_secret_data(binding, ctx).await?),
+        None => None,
+    };
+    let (_, pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
+    let plan = plan_binding(BindingInput {
+        binding,
+        secret_name: secret_name(binding),
+        read,
+        pattern_problems,
+        last_good: last_good.as_ref(),
+        denied_too_long: &denied_too_long,
+        foreign_secret: foreign,
+        forced,
+    });
+    ctx.index.lock().expect("index").binding(key).planned_force = Some(force);
+    Ok(plan)
+}
+
+/// The data of the binding's managed Secrets as they are now (read only when an entry failed
+/// and nothing was remembered, e.g. after a restart).
+async fn read_secret_data(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+) -> Result<BTreeMap<String, String>, Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
+    let mut out = BTreeMap::new();
+    for name in owned_secrets(ctx, binding).keys() {
+        if let Some(s) = api.get_opt(name).await? {
+            for (k, v) in s.data.unwrap_or_default() {
+                if let Ok(text) = String::from_utf8(v.0) {
+                    out.insert(k, text);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the Secrets whose content, ownership or resource version differ from the plan; removes
+/// parts the content no longer needs.
+async fn write_secrets(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    plan: &BindingPlan,
+) -> Result<(), Error> {
+    let Some(content) = &plan.content else {
+        return Ok(());
+    };
+    let owned = owned_secrets(ctx, binding);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.0);
+    let mut wrote = Vec::new();
+    for part in &content.parts {
+        let current = owned.get(&part.name);
+        let known = {
+            let index = ctx.index.lock().expect("index");
+            index
+                .bindings
+                .get(key)
+                .and_then(|s| s.secret_versions.get(&part.name).cloned())
+        };
+        if let Some(current) = current
+            && up_to_date(current, binding, &content.content_hash, known.as_deref())
+        {
+            if known.is_none() {
+                remember_version(ctx, key, &part.name, current.resource_version());
+            }
+            continue;
+        }
+        match write_part(binding, &api, part, content, current.is_some()).await? {
+            Written::Version(rv) => {
+                remember_version(ctx, key, &part.name, rv);
+                wrote.push((part.name.clone(), current.is_none()));
+            }
+            Written::Foreign => {
+                ctx.index.lock().expect("index").binding(key).foreign_secret =
+                    Some(part.name.clone());
+                return Err(Error::NotOwned(part.name.clone()));
+            }
+        }
+    }
+    for (name, _) in owned
+        .iter()
+        .filter(|(n, _)| !content.parts.iter().any(|p| &p.name == *n))
+    {
+        api.delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .or_else(ignore_404)?;
+    }
+    {
+        let mut index = ctx.index.lock().expect("index");
+        let state = index.binding(key);
+        state.foreign_secret = None;
+        state.last_good = Some(content.parts.iter().flat_map(|p| p.data.clone()).collect());
+    }
+    for (name, created) in wrote {
+        let verb = if created { "Created" } else { "Updated" };
+        info!(binding = %key.1, namespace = %key.0, secret = %name, hash = %content.content_hash, "{verb} managed Secret");
+        ctx.publish(
+            binding,
+            EventType::Normal,
+            verb,
+            "WriteSecret",
+            &format!(
+                "{verb} Secret {name} ({} entries in all)",
+                content
+                    .env
+                    .len()
+                    .max(content.parts.iter().map(|p| p.data.len()).sum())
+            ),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Ok(()),
+        e => Err(e),
+    }
+}
+
+fn remember_version(ctx: &Context, key: &Key, name: &str, rv: Option<String>) {
+    if let Some(rv) = rv {
+        ctx.index
+            .lock()
+            .expect("index")
+            .binding(key)
+            .secret_versions
+            .insert(name.to_string(), rv);
+    }
+}
+
+/// Whether a cached managed Secret already holds the content: same hash, our labels, no
+/// first-version field manager, and nobody else wrote it since we did.
+fn up_to_date(
+    current: &kube::core::PartialObjectMeta<Secret>,
+    binding: &AirflowSecretBinding,
+    hash: &str,
+    known_version: Option<&str>,
+) -> bool {
+    current
+        .annotations()
+        .get(HASH_ANNOTATION)
+        .map(String::as_str)
+        == Some(hash)
+        && current.labels().get(BINDING_LABEL) == Some(&binding.name_any())
+        && legacy_managers(&current.metadata).is_empty()
+        && known_version.is_none_or(|v| current.resource_version().as_deref() == Some(v))
+}
+
+enum Written {
+    Version(Option<String>),
+    Foreign,
+}
+
+fn secret_object(binding: &AirflowSecretBinding, part: &SecretPart, content: &Content) -> Secret {
+    let owner = binding
+        .controller_owner_ref(&())
+        .expect("a stored binding has a uid");
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(part.name.clone()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
+                (BINDING_LABEL.to_string(), binding.name_any()),
+            ])),
+            annotations: Some(BTreeMap::from([(
+                HASH_ANNOTATION.to_string(),
+                content.content_hash.clone(),
+            )])),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            part.data
+                .iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Creates a part (never taking over a same-named Secret) or applies it, then releases the first
+/// version's field managers and removes keys that are not ours.
+async fn write_part(
+    binding: &AirflowSecretBinding,
+    api: &Api<Secret>,
+    part: &SecretPart,
+    content: &Content,
+    exists: bool,
+) -> Result<Written, Error> {
+    let mut body = secret_object(binding, part, content);
+    let mut written = if exists {
+        None
+    } else {
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&pp, &body).await {
+            Ok(s) => Some(s),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let theirs = api.get(&part.name).await?;
+                let ours = theirs
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
+                if !ours {
+                    return Ok(Written::Foreign);
+                }
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if written.is_none() {
+        body.metadata.managed_fields = None;
+        let mut applied = api
+            .patch(
+                &part.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        for legacy in legacy_managers(&applied.metadata) {
+            applied = api
+                .patch(
+                    &part.name,
+                    &PatchParams::apply(&legacy).force(),
+                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": part.name}})),
+                )
+                .await?;
+        }
+        written = Some(applied);
+    }
+    let mut s = written.expect("written above");
+    let stale: serde_json::Map<String, serde_json::Value> = s
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .filter(|k| !part.data.contains_key(*k))
+        .map(|k| (k.clone(), serde_json::Value::Null))
+        .collect();
+    if !stale.is_empty() {
+        s = api
+            .patch(
+                &part.name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(json!({"data": stale})),
+            )
+            .await?;
+    }
+    Ok(Written::Version(s.resource_version()))
+}
+
+/// Publishes the binding's delivery for the workload controller and wakes the Deployments it
+/// selects now or selected before.
+fn hand_over(binding: &AirflowSecretBinding, ctx: &Context, key: &Key, plan: &BindingPlan) {
+    let targets: BTreeSet<String> = selected(ctx, binding)
+        .into_iter()
+        .map(|(_, w)| w.name)
+        .collect();
+    let answer = (binding.metadata.generation, force_of(binding));
+    let wake: BTreeSet<String> = {
+        let mut index = ctx.index.lock().expect("index");
+        let state = index.binding(key);
+        let mut names: BTreeSet<String> = BTreeSet::from([secret_name(binding)]);
+        if let Some(c) = &plan.content {
+            names.extend(c.parts.iter().map(|p| p.name.clone()));
+        } else {
+            names.extend(state.secret_names.iter().cloned());
+        }
+        let changed = state.delivery != plan.delivery
+            || state.answered.as_ref() != Some(&answer)
+            || state.targets != targets
+            || state.secret_names != names;
+        let wake = if changed {
+            state.targets.union(&targets).cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
+        state.delivery = plan.delivery.clone();
+        state.answered = Some(answer);
+        state.secret_names = names;
+        state.targets = targets;
+        wake
+    };
+    for d in wake {
+        let _ = ctx
+            .to_workloads
+            .unbounded_send(ObjectRef::new(&d).within(&key.0));
+    }
+}
+
+/// What the binding's Deployments carry of it, with Pending where the current delivery has not
+/// been written yet.
+fn workloads(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    plan: &BindingPlan,
+) -> (Vec<WorkloadStatus>, Vec<String>) {
+    let outcomes = ctx.index.lock().expect("index").outcomes_of(&key.0, &key.1);
+    let mut out = Vec::new();
+    let mut shadowing = Vec::new();
+    if matches!(plan.delivery, Delivery::Release) {
+        return (out, shadowing);
+    }
+    let want = match &plan.delivery {
+        Delivery::Inject { rollout_hash, .. } => rollout_hash.clone(),
+        _ => None,
+    };
+    for (d, w) in selected(ctx, binding) {
+        let mut status = outcomes.get(&w.name).cloned().unwrap_or(WorkloadStatus {
+            name: w.name.clone(),
+            component: w.component,
+            containers: w.containers.clone(),
+            state: Some(WorkloadState::Pending),
+            content_hash: None,
+            message: None,
+        });
+        if want.is_some()
+            && status.state == Some(WorkloadState::Injected)
+            && status.content_hash != want
+        {
+            status.state = Some(WorkloadState::Pending);
+        }
+        status.name = w.name.clone();
+        status.component = w.component;
+        if let Some(entries) = &plan.entries
+            && let Some(warning) = backend::backend_shadowing(&d, &w.containers, entries)
+        {
+            shadowing.push(format!("Deployment {}: {warning}", w.name));
+        }
+        out.push(status);
+    }
+    (out, shadowing)
+}
+
+/// The status this reconcile computes.
+fn compute_status(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    plan: &BindingPlan,
+) -> crate::api::AirflowSecretBindingStatus {
+    let (workloads, shadowing) = workloads(binding, ctx, key, plan);
+    let previous = binding.status.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
+    let name = secret_name(binding);
+    let Some(entries) = &plan.entries else {
+        let v = verdict(
+            plan.problem.as_ref(),
+            &previous.entries,
+            &workloads,
+            &shadowing,
+            &name,
+        );
+        return status::with_verdict(&previous, v, workloads, binding.metadata.generation, &now);
+    };
+    let v = verdict(
+        plan.problem.as_ref(),
+        entries,
+        &workloads,
+        &shadowing,
+        &name,
+    );
+    let synced_at = ctx
+        .index
+        .lock()
+        .expect("index")
+        .bindings
+        .get(key)
+        .and_then(|s| s.resolved.as_ref().map(|r| r.when.to_string()));
+    let content = plan.content.as_ref();
+    status::build(
+        StatusInput {
+            generation: binding.metadata.generation,
+            secret_name: name,
+            extra_secret_names: content
+                .map(|c| c.parts.iter().skip(1).map(|p| p.name.clone()).collect())
+                .unwrap_or_else(|| previous.extra_secret_names.clone()),
+            content_hash: content
+                .map(|c| c.content_hash.clone())
+                .or_else(|| previous.content_hash.clone()),
+            last_sync_time: synced_at,
+            entries: entries.clone(),
+            workloads,
+            verdict: v,
+        },
+        &previous,
+        &now,
+    )
+}
+
+fn record_entry_metrics(ctx: &Context, key: &Key, status: &crate::api::AirflowSecretBindingStatus) {
+    for state in ALL_STATES {
+        let state = format!("{state:?}");
+        let n = status.entry_counts.get(&state).copied().unwrap_or(0);
+        ctx.metrics
+            .entries
+            .get_or_create(&EntryLabels {
+                namespace: key.0.clone(),
+                binding: key.1.clone(),
+                state,
+            })
+            .set(n);
+    }
+}
+
+/// Writes status when it differs from what is stored, keeps the entry metrics, and publishes
+/// an Event when the binding runs into a new problem.
+async fn write_status(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    plan: &BindingPlan,
+) -> Result<(), Error> {
+    let status = compute_status(binding, ctx, key, plan);
+    record_entry_metrics(ctx, key, &status);
+    let previous_reason = binding.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::reason::READY)
+            .map(|c| c.reason.clone())
+    });
+    if let Some(p) = &plan.problem
+        && previous_reason.as_deref() != Some(p.reason)
+    {
+        ctx.publish(
+            binding,
+            EventType::Warning,
+            p.reason,
+            "Reconcile",
+            &p.message,
+        )
+        .await;
+    }
+    if binding.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<AirflowSecretBinding> = Api::namespaced(ctx.client.clone(), &key.0);
+    api.patch_status(
+        &key.1,
+        &PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &Patch::Merge(status::merge_patch(&status)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Releases the binding: its entries leave every Deployment (through the workload controller),
+/// then its Secrets are deleted or kept without owner.
+pub(super) async fn cleanup(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let key = key_of(binding);
+    {
+        let mut index = ctx.index.lock().expect("index");
+        let state = index.binding(&key);
+        state.delivery = Delivery::Release;
+        state.answered = Some((binding.metadata.generation, force_of(binding)));
+        let mut names = state.secret_names.clone();
+        names.insert(secret_name(binding));
+        names.extend(owned_secrets(ctx, binding).into_keys());
+        state.secret_names = names;
+    }
+    let carrying = || -> Vec<String> {
+        let names = ctx
+            .index
+            .lock()
+            .expect("index")
+            .bindings
+            .get(&key)
+            .map(|s| s.secret_names.clone())
+            .unwrap_or_default();
+        let annotation = crate::plan::workload::pod_annotation_key(&key.1);
+        ctx.deployments
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace().as_deref() == Some(key.0.as_str()))
+            .filter(|d| crate::plan::workload::carries_binding(d, &names, &annotation))
+            .map(|d| d.name_any())
+            .collect()
+    };
+    let started = Instant::now();
+    loop {
+        let left = carrying();
+        if left.is_empty() {
+            break;
+        }
+        for d in &left {
+            let _ = ctx
+                .to_workloads
+                .unbounded_send(ObjectRef::new(d).within(&key.0));
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(Error::Pending(format!(
+                "waiting for Deployments {} to release the binding's entries",
+                left.join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    release_secrets(binding, ctx).await?;
+    ctx.index.lock().expect("index").bindings.remove(&key);
+    ctx.metrics.forget(&labels(binding));
+    info!(binding = %key.1, namespace = %key.0, "released");
+    Ok(Action::await_change())
+}
+
+async fn release_secrets(binding: &AirflowSecretBinding, ctx: &Context) -> Result<(), Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
+    let mut names: BTreeSet<String> = owned_secrets(ctx, binding).into_keys().collect();
+    names.insert(secret_name(binding));
+    for name in names {
+        let Some(s) = api.get_opt(&name).await? else {
+            continue;
+        };
+        let ours = s
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
+        if !ours {
+            continue;
+        }
+        match binding.spec.deletion_policy {
+            crate::api::DeletionPolicy::Delete => {
+                api.delete(&name, &DeleteParams::default())
+                    .await
+                    .map(|_| ())
+                    .or_else(ignore_404)?;
+            }
+            crate::api::DeletionPolicy::Retain => {
+                let patch =
+                    json!({"metadata": {"ownerReferences": null, "labels": {BINDING_LABEL: null}}});
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! The controllers and their wiring. Data flows one way: observe (reflector caches of bindings,
+//! Deployments and owned Secret metadata; the Secrets Manager reader) → plan ([`crate::plan`],
+//! pure) → act (write only what differs).
+//!
+//! Two controllers share one [`index::Index`]:
+//! - [`binding`] reconciles each binding: reads Secrets Manager, writes its Secrets and status,
+//!   and publishes what it delivers to Deployments;
+//! - [`workload`] reconciles each Deployment: one writer that combines every binding's delivery
+//!   and applies it once, debounced, after the bindings involved have settled.
+
+#![warn(clippy::too_many_lines)]
+
+pub mod binding;
+pub mod index;
+pub mod workload;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedSender, unbounded};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+pub use crate::plan::status::reason;
+pub use crate::plan::workload::FIELD_MANAGER as MANAGER;
+pub use binding::{BINDING_LABEL, FORCE_SYNC_ANNOTATION, HASH_ANNOTATION, secret_name};
+
+use crate::api::AirflowSecretBinding;
+use crate::metrics::Metrics;
+use crate::resolve::{ResolveError, SecretsManager};
+
+/// Finalizer that removes our env from workloads before a binding goes away.
+pub const FINALIZER: &str = "airflow-secrets.io/cleanup";
+/// Bindings reconciled at the same time.
+pub const BINDING_CONCURRENCY: u16 = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    SecretsManager(#[from] ResolveError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("Secret {0} exists and is not managed by this binding")]
+    NotOwned(String),
+    #[error("{0}")]
+    Pending(String),
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub secrets_manager: Arc<SecretsManager>,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    pub bindings: Store<AirflowSecretBinding>,
+    pub deployments: Store<Deployment>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub index: Mutex<index::Index>,
+    to_workloads: UnboundedSender<ObjectRef<Deployment>>,
+    to_bindings: UnboundedSender<ObjectRef<AirflowSecretBinding>>,
+}
+
+impl Context {
+    async fn publish(
+        &self,
+        binding: &AirflowSecretBinding,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &binding.object_ref(&())).await {
+            warn!(error = %e, "could not publish an Event");
+        }
+    }
+}
+
+/// Fails, saying what to do, when the binding API cannot be listed (CRD missing, no rights).
+pub async fn ensure_crd(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
+    let bindings: Api<AirflowSecretBinding> = scoped(client, namespace);
+    if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list AirflowSecretBindings ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`)?"
+        );
+    }
+    Ok(())
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Keeps what the controllers read of a Deployment: no status, and of the managed fields only
+/// the managers' names (to find the first version's managers), so the cache stays small.
+fn slim(d: &mut Deployment) {
+    d.status = None;
+    if let Some(fields) = d.metadata.managed_fields.as_mut() {
+        for f in fields.iter_mut() {
+            *f = ManagedFieldsEntry {
+                manager: f.manager.take(),
+                ..Default::default()
+            };
+        }
+    }
+    d.metadata.annotations = d.metadata.annotations.take().map(|mut a| {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        a
+    });
+}
+
+/// Runs both controllers until the process is asked to stop. `namespace` limits them to one
+/// namespace; `None` watches all. Call [`ensure_crd`] first.
+pub async fn run(
+    client: Client,
+    secrets_manager: Arc<SecretsManager>,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+) -> anyhow::Result<()> {
+    let ns = namespace.as_deref();
+    let (deploy_reader, deploy_writer) = reflector::store();
+    let deployments = watcher(
+        scoped::<Deployment>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(deploy_writer)
+    .applied_objects();
+    let (secret_reader, secret_writer) = reflector::store();
+    let owned_secrets = watcher(
+        scoped::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default().labels(&format!("{}={MANAGER}", binding::MANAGED_BY)),
+    )
+    .default_backoff()
+    .reflect(secret_writer)
+    .touched_objects();
+    let (to_workloads, workload_triggers) = unbounded();
+    let (to_bindings, binding_triggers) = unbounded();
+    let bindings = Controller::new(
+        scoped::<AirflowSecretBinding>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        secrets_manager,
+        metrics,
+        bindings: bindings.store(),
+        deployments: deploy_reader.clone(),
+        secrets: secret_reader,
+        index: Mutex::default(),
+        to_workloads,
+        to_bindings,
+    });
+    let binding_loop = bindings
+        .owns_stream(owned_secrets)
+        .reconcile_on(binding_triggers)
+        .shutdown_on_signal()
+        .run(reconcile_binding, binding_error, ctx.clone())
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(binding = %obj, "reconciled"),
+                Err(e) => warn!(error = %e, "reconcile failed"),
+            }
+        });
+    let workload_loop = Controller::for_stream(deployments, deploy_reader)
+        .with_config(Config::default().debounce(workload::DEBOUNCE))
+        .reconcile_on(workload_triggers)
+        .shutdown_on_signal()
+        .run(workload::reconcile, workload_error, ctx.clone())
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(deployment = %obj, "workload reconciled"),
+                Err(e) => warn!(error = %e, "workload reconcile failed"),
+            }
+        });
+    info!("controllers running");
+    futures::future::join(binding_loop, workload_loop).await;
+    Ok(())
+}
+
+/// Exponential backoff with jitter: 1 s, 2 s, 4 s, … up to 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(9));
+    let capped = base.min(Duration::from_secs(300));
+    capped.mul_f64(0.5 + fastrand::f64() * 0.5) + Duration::from_millis(200)
+}
+
+/// Adds up to 10 % random delay so that bindings created together do not refresh together.
+fn with_jitter(d: Duration) -> Duration {
+    d + d.mul_f64(fastrand::f64() * 0.1)
+}
+
+fn binding_error(binding: Arc<AirflowSecretBinding>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&binding::labels(&binding))
+        .inc();
+    let failures = {
+        let mut index = ctx.index.lock().expect("index");
+        let state = index.binding(&binding::key_of(&binding));
+        state.failures += 1;
+        state.failures
+    };
+    let delay = backoff(failures);
+    warn!(binding = %binding.name_any(), namespace = ?binding.namespace(), error = %error, retry_in = ?delay, "reconcile error");
+    Action::requeue(delay)
+}
+
+fn workload_error(d: Arc<Deployment>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(deployment = %d.name_any(), namespace = ?d.namespace(), error = %error, "workload reconcile error");
+    Action::requeue(backoff(2))
+}
+
+async fn reconcile_binding(
+    binding: Arc<AirflowSecretBinding>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let labels = binding::labels(&binding);
+    let ns = binding.namespace().unwrap_or_default();
+    let api: Api<AirflowSecretBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, binding, |event| async {
+        match event {
+            Finalizer::Apply(b) => binding::apply(&b, &ctx).await,
+            Finalizer::Cleanup(b) => binding::cleanup(&b, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(1200));
+        assert!(backoff(4) >= Duration::from_secs(4));
+        assert!(backoff(30) <= Duration::from_secs(301));
+        assert!(backoff(30) >= Duration::from_secs(150));
+    }
+}
