@@ -594,14 +594,12 @@ fn workloads(
         _ => None,
     };
     for (d, w) in selected(ctx, binding) {
-        let mut status = outcomes.get(&w.name).cloned().unwrap_or(WorkloadStatus {
-            name: w.name.clone(),
-            component: w.component,
-            containers: w.containers.clone(),
-            state: Some(WorkloadState::Pending),
-            content_hash: None,
-            message: None,
-        });
+        // Before the workload controller has looked at a Deployment (e.g. right after a
+        // restart), what it carries is read from the cache, so that Ready does not flap.
+        let mut status = outcomes
+            .get(&w.name)
+            .cloned()
+            .unwrap_or_else(|| live_outcome(&d, &w, &key.1, want.as_deref()));
         if want.is_some()
             && status.state == Some(WorkloadState::Injected)
             && status.content_hash != want
@@ -688,6 +686,39 @@ fn record_entry_metrics(ctx: &Context, key: &Key, status: &crate::api::AirflowSe
                 state,
             })
             .set(n);
+    }
+}
+
+/// What a Deployment carries of a binding, read from the Deployment itself.
+fn live_outcome(
+    d: &Deployment,
+    w: &SelectedWorkload,
+    binding: &str,
+    want: Option<&str>,
+) -> WorkloadStatus {
+    let annotation = crate::plan::workload::pod_annotation_key(binding);
+    let live = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(&annotation))
+        .cloned();
+    let current = match want {
+        Some(h) => live.as_deref() == Some(h),
+        None => false,
+    };
+    WorkloadStatus {
+        name: w.name.clone(),
+        component: w.component,
+        containers: w.containers.clone(),
+        state: Some(if current {
+            WorkloadState::Injected
+        } else {
+            WorkloadState::Pending
+        }),
+        content_hash: live,
+        message: None,
     }
 }
 
