@@ -563,6 +563,17 @@ async fn refuses_a_secret_it_does_not_own_and_reports_bad_patterns() {
         BTreeMap::from([("k".to_string(), "user data".to_string())]),
         "the foreign Secret is untouched"
     );
+    // Once the foreign Secret is gone, the binding writes its own (it keeps trying, with backoff).
+    secrets
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the binding recovers", T, || async {
+        let (s, _) = ready_reason(&client, &ns, "thief").await?;
+        let data = secret_text(&client, &ns, "taken").await?;
+        (s == "True" && data.contains_key("AIRFLOW_CONN_A")).then_some(())
+    })
+    .await;
 
     apply_binding(
         &client,

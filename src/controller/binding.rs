@@ -25,7 +25,7 @@ use crate::api::{AirflowSecretBinding, EntryState, Mode, WorkloadState, Workload
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{BindingLabels, EntryLabels};
 use crate::plan::backend;
-use crate::plan::binding::{BindingInput, BindingPlan, Read, plan_binding, verdict};
+use crate::plan::binding::{BindingInput, BindingPlan, Problem, Read, plan_binding, verdict};
 use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of};
 use crate::plan::select::{SelectedWorkload, select_workloads};
 use crate::plan::status::{self, ALL_STATES, StatusInput};
@@ -127,10 +127,34 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     let key = key_of(binding);
     let read = observe(binding, ctx, &key).await;
     let failed = matches!(read, Read::Failed(_));
-    let plan = plan(binding, ctx, &key, read).await?;
-    write_secrets(binding, ctx, &key, &plan).await?;
+    let mut plan = plan(binding, ctx, &key, read).await?;
+    // A failed write reaches status (and an Event) in this reconcile; the agents keep what they
+    // have, and the error is retried with backoff.
+    let written = write_secrets(binding, ctx, &key, &plan).await;
+    if let Err(e) = &written {
+        plan.delivery = Delivery::Hold;
+        plan.problem = Some(match e {
+            Error::NotOwned(name) => Problem {
+                reason: status::reason::SECRET_NOT_OWNED,
+                message: format!(
+                    "Secret {name} exists and is not managed by this binding; it is left untouched (choose another spec.target.secretName or delete that Secret)"
+                ),
+            },
+            other => Problem {
+                reason: status::reason::WRITE_FAILED,
+                message: format!("writing the managed Secret failed: {other}"),
+            },
+        });
+    }
     hand_over(binding, ctx, &key, &plan);
     write_status(binding, ctx, &key, &plan).await?;
+    written?;
+    // A foreign Secret in the way is looked at again with backoff, not only at the next refresh.
+    let failed = failed
+        || plan
+            .problem
+            .as_ref()
+            .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(&key);
     if failed {
@@ -264,7 +288,7 @@ async fn plan(
         (
             too_long,
             state.last_good.clone(),
-            state.foreign_secret.clone(),
+            state.foreign_secret.take(),
             forced,
         )
     };
