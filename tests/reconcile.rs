@@ -253,6 +253,14 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
         let name = format!("b{i:02}");
         eventually(&format!("{name} Ready"), T, || ready(&client, &ns, &name)).await;
     }
+    // The ReplicaSet follows the Deployment write; give the controller-manager a moment, then
+    // count.
+    eventually("a new ReplicaSet per targeted Deployment", T, || async {
+        let c = rs_counts(&client, &ns).await;
+        TARGETED.iter().all(|d| c[d] > before[d]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let settled = rs_counts(&client, &ns).await;
     for d in TARGETED {
         assert_eq!(
@@ -306,7 +314,12 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
         })
         .await;
     }
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    eventually("the rotation's ReplicaSets", T, || async {
+        let c = rs_counts(&client, &ns).await;
+        TARGETED.iter().all(|d| c[d] > settled[d]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rotated = rs_counts(&client, &ns).await;
     for d in TARGETED {
         assert_eq!(

@@ -27,7 +27,7 @@ use crate::plan::workload::{Claim, Delivery, FIELD_MANAGER, plan_workload, workl
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(10);
 /// Trailing-edge debounce of workload writes: changes that arrive within this time of each other
 /// are written together.
-pub const DEBOUNCE: Duration = Duration::from_millis(1000);
+pub const DEBOUNCE: Duration = Duration::from_millis(1500);
 
 /// One binding of the Deployment's namespace, as the workload plan needs it.
 struct Member {
