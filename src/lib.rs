@@ -1,7 +1,7 @@
 //! airflow-secrets-operator: AWS Secrets Manager entries become Airflow connections, variables and
 //! config options on Airflow 3 Remote Execution agents.
 //!
-//! Data flows one way: binding spec ([`api`]) → resolve entries (Secrets Manager, [`resolve`]) →
+//! Data flows one way: binding spec ([`api`]) → resolve entries (the shared Secrets Manager view, [`secretsmanager`]) →
 //! plan ([`plan`], pure: Airflow's mapping from [`airflow`], Secret data, workload patches,
 //! status) → act ([`controller`]: write only what differs).
 #![forbid(unsafe_code)]
@@ -16,4 +16,4 @@ pub mod import;
 pub mod metrics;
 pub mod plan;
 pub mod render;
-pub mod resolve;
+pub mod secretsmanager;

@@ -37,6 +37,13 @@ enum Command {
         /// Seconds a leader's lease lasts without renewal before another replica takes over.
         #[arg(long, default_value_t = 15, env = "LEASE_DURATION_SECONDS")]
         lease_duration_seconds: u64,
+        /// Secrets Manager calls per second per source (token bucket; AWS throttles per
+        /// operation, and every call is billed).
+        #[arg(long, default_value_t = 20.0, env = "SECRETS_MANAGER_QPS")]
+        secrets_manager_qps: f64,
+        /// Calls a source may make at once before the rate applies.
+        #[arg(long, default_value_t = 40.0, env = "SECRETS_MANAGER_BURST")]
+        secrets_manager_burst: f64,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd {
@@ -119,15 +126,21 @@ fn main() -> ExitCode {
             lease_name,
             lease_namespace,
             lease_duration_seconds,
+            secrets_manager_qps,
+            secrets_manager_burst,
         } => {
             init_tracing(log_format);
+            let limit = airflow_secrets_operator::secretsmanager::RateLimit {
+                per_second: secrets_manager_qps.max(0.1),
+                burst: secrets_manager_burst.max(1.0),
+            };
             let lease = leader_election.then_some(Lease {
                 name: lease_name,
                 namespace: lease_namespace,
                 duration: lease_duration_seconds,
             });
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(namespace, http_address, lease)) {
+            match runtime.block_on(run(namespace, http_address, lease, limit)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -206,10 +219,11 @@ async fn run(
     namespace: Option<String>,
     http_address: std::net::SocketAddr,
     lease: Option<Lease>,
+    limit: airflow_secrets_operator::secretsmanager::RateLimit,
 ) -> anyhow::Result<()> {
-    use airflow_secrets_operator::{controller, http, metrics, resolve};
+    use airflow_secrets_operator::{controller, http, metrics, secretsmanager};
     let client = kube::Client::try_default().await?;
-    let secrets_manager = Arc::new(resolve::SecretsManager::from_env().await);
+    let secrets_manager = Arc::new(secretsmanager::SecretsManager::with_limit(limit).await);
     let metrics = metrics::Metrics::new(secrets_manager.calls.clone());
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
@@ -292,7 +306,7 @@ async fn render(
     } else {
         None
     };
-    let sm = airflow_secrets_operator::resolve::SecretsManager::from_env().await;
+    let sm = airflow_secrets_operator::secretsmanager::SecretsManager::from_env().await;
     let mut results = Vec::new();
     for b in &bindings {
         let name = b.metadata.name.clone().unwrap_or_default();

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{AirflowSecretBinding, EntryState, EntryStatus, Injection, Mode};
 use crate::plan::{backend, content, select};
-use crate::resolve::{DiscoveryPatterns, ResolveError, SecretsManager};
+use crate::secretsmanager::{DiscoveryPatterns, ResolveError, SecretsManager};
 
 /// A file that could not be read as bindings: names the file, the line and the field.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ mod support;
 
 use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
 use airflow_secrets_operator::entries::Fetched;
-use airflow_secrets_operator::resolve::{DiscoveryPatterns, SecretsManager};
+use airflow_secrets_operator::secretsmanager::{DiscoveryPatterns, Reader, SecretsManager};
 use serde_json::json;
 use support::*;
 
@@ -14,7 +14,7 @@ fn spec(v: serde_json::Value) -> AirflowSecretBindingSpec {
 }
 
 fn calls(sm: &SecretsManager) -> [u64; 3] {
-    airflow_secrets_operator::resolve::call_totals(&sm.calls).map(|(_, n)| n)
+    airflow_secrets_operator::secretsmanager::call_totals(&sm.calls).map(|(_, n)| n)
 }
 
 #[tokio::test]
@@ -117,8 +117,17 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
     }));
     let (patterns, problems) = DiscoveryPatterns::compile(&s);
     assert!(problems.is_empty());
+    // As the controller reads for a binding (listings made anew on each refresh here).
+    let reader = Reader {
+        key: ("ns".into(), "binding".into()),
+        max_age: std::time::Duration::ZERO,
+        direct: false,
+    };
 
-    let first = sm.resolve(&s, &patterns).await.expect("resolve");
+    let first = sm
+        .resolve_for(&reader, &s, &patterns)
+        .await
+        .expect("resolve");
     let conns: Vec<&str> = first
         .iter()
         .filter(|e| e.kind == EntryKind::Connection)
@@ -137,7 +146,10 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
     assert_eq!(c[1], 2, "26 values in chunks of 20: {c:?}");
 
     // Nothing changed: listing only, no value read.
-    let second = sm.resolve(&s, &patterns).await.expect("resolve");
+    let second = sm
+        .resolve_for(&reader, &s, &patterns)
+        .await
+        .expect("resolve");
     assert_eq!(second, first);
     let c2 = calls(&sm);
     assert_eq!(
@@ -157,7 +169,10 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         .send()
         .await
         .unwrap();
-    let third = sm.resolve(&s, &patterns).await.expect("resolve");
+    let third = sm
+        .resolve_for(&reader, &s, &patterns)
+        .await
+        .expect("resolve");
     assert_eq!(calls(&sm)[1], c[1] + 1);
     let rotated = third.iter().find(|e| e.name == "prod_007").unwrap();
     assert_eq!(rotated.outcome, Fetched::Value("postgres://rotated".into()));
@@ -183,4 +198,141 @@ async fn an_unreachable_endpoint_fails_the_whole_resolution() {
         .await
         .expect_err("no endpoint there");
     assert!(err.to_string().contains("BatchGetSecretValue"), "{err}");
+}
+
+async fn resolve_all(
+    sm: &SecretsManager,
+    specs: &[AirflowSecretBindingSpec],
+) -> Vec<Vec<airflow_secrets_operator::entries::ResolvedEntry>> {
+    let mut out = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let r = reader(&format!("b{i}"), 1500);
+        out.push(
+            sm.resolve_for(&r, s, &DiscoveryPatterns::default())
+                .await
+                .expect("resolve"),
+        );
+    }
+    out
+}
+
+fn reader(name: &str, max_age_ms: u64) -> Reader {
+    Reader {
+        key: ("ns".into(), name.into()),
+        max_age: std::time::Duration::from_millis(max_age_ms),
+        direct: false,
+    }
+}
+
+/// 30 bindings with one explicit connection each, their secrets under one prefix: after the
+/// first sync, an idle refresh of all of them is one listing of that prefix and reads no value;
+/// one rotation is one listing and exactly one value read.
+#[tokio::test]
+async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_version() {
+    let aws = secrets_manager().await;
+    let p = format!("view-explicit-{}", std::process::id());
+    for i in 0..30 {
+        put_secret(
+            &aws,
+            &format!("{p}/conns/c{i:02}"),
+            &format!("postgres://h/{i}"),
+        )
+        .await;
+    }
+    let sm = SecretsManager::from_env().await;
+    let specs: Vec<_> = (0..30)
+        .map(|i| {
+            spec(json!({
+                "connections": [{"connId": format!("c{i:02}"), "secretId": format!("{p}/conns/c{i:02}")}],
+                "target": {"injection": "SecretOnly"}
+            }))
+        })
+        .collect();
+    let first = resolve_all(&sm, &specs).await;
+    assert!(
+        first
+            .iter()
+            .all(|e| matches!(e[0].outcome, Fetched::Value(_)))
+    );
+    let c1 = calls(&sm);
+    assert_eq!(c1[1], 30, "the first sync reads each value once: {c1:?}");
+
+    // Within the refresh window: served from the view.
+    let again = resolve_all(&sm, &specs).await;
+    assert_eq!(again, first);
+    assert_eq!(calls(&sm), c1, "nothing is due yet");
+
+    // An idle refresh of all 30: one listing of their prefix, no value.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let idle = resolve_all(&sm, &specs).await;
+    assert_eq!(idle, first);
+    let c2 = calls(&sm);
+    assert_eq!(
+        c2[0] - c1[0],
+        1,
+        "one ListSecrets for 30 explicit names: {c2:?}"
+    );
+    assert_eq!(
+        c2[1], c1[1],
+        "no value read when no version changed: {c2:?}"
+    );
+
+    // One rotation: one listing and exactly one value read; only that entry changes.
+    aws.put_secret_value()
+        .secret_id(format!("{p}/conns/c07"))
+        .secret_string("postgres://rotated")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let rotated = resolve_all(&sm, &specs).await;
+    let c3 = calls(&sm);
+    assert_eq!(c3[0] - c2[0], 1, "{c3:?}");
+    assert_eq!(c3[1] - c2[1], 1, "exactly one value read: {c3:?}");
+    let changed: Vec<usize> = (0..30).filter(|i| rotated[*i] != first[*i]).collect();
+    assert_eq!(changed, [7]);
+    assert_eq!(
+        rotated[7][0].outcome,
+        Fetched::Value("postgres://rotated".into())
+    );
+
+    // Deleted bindings leave no value behind.
+    for i in 0..30 {
+        sm.forget(&("ns".into(), format!("b{i}")), &Default::default())
+            .await;
+    }
+    assert_eq!(
+        sm.cache_sizes().2,
+        0,
+        "values of deleted bindings are dropped"
+    );
+}
+
+/// Bindings that discover the same prefix share its listing, also when they ask at the same
+/// moment (one listing in flight serves all).
+#[tokio::test]
+async fn discovery_listings_are_shared_and_single_flight() {
+    let aws = secrets_manager().await;
+    let p = format!("view-shared-{}", std::process::id());
+    for i in 0..150 {
+        put_secret(&aws, &format!("{p}/connections/c{i:03}"), "postgres://h").await;
+    }
+    let sm = SecretsManager::from_env().await;
+    let s = spec(json!({
+        "discovery": {"connectionsPrefix": format!("{p}/connections")},
+        "target": {"injection": "SecretOnly"}
+    }));
+    let none = DiscoveryPatterns::default();
+    let readers: Vec<Reader> = (0..10).map(|i| reader(&format!("d{i}"), 60_000)).collect();
+    let results =
+        futures::future::join_all(readers.iter().map(|r| sm.resolve_for(r, &s, &none))).await;
+    for r in &results {
+        assert_eq!(r.as_ref().expect("resolve").len(), 150);
+    }
+    let c = calls(&sm);
+    assert_eq!(
+        c[0], 2,
+        "150 secrets: two pages, listed once for 10 bindings: {c:?}"
+    );
+    assert_eq!(c[1], 8, "150 values read once, 20 per call: {c:?}");
 }

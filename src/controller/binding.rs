@@ -30,7 +30,7 @@ use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of
 use crate::plan::select::{SelectedWorkload, select_workloads};
 use crate::plan::status::{self, ALL_STATES, StatusInput};
 use crate::plan::workload::{Delivery, FIELD_MANAGER, legacy_managers};
-use crate::resolve::DiscoveryPatterns;
+use crate::secretsmanager::{DiscoveryPatterns, Reader};
 
 /// Changing this annotation's value on a binding forces a re-read of Secrets Manager.
 pub const FORCE_SYNC_ANNOTATION: &str = "airflow-secrets.io/force-sync";
@@ -196,7 +196,26 @@ async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Re
         return Read::Entries(entries);
     }
     let (patterns, _) = DiscoveryPatterns::compile(&binding.spec);
-    match ctx.secrets_manager.resolve(&binding.spec, &patterns).await {
+    // A forced sync must see the current state: explicit entries are read directly and listings
+    // are made anew; otherwise what the shared view learnt within the interval serves.
+    let forced = {
+        let index = ctx.index.lock().expect("index");
+        index
+            .bindings
+            .get(key)
+            .and_then(|s| s.resolved.as_ref())
+            .is_some_and(|r| r.force != force)
+    };
+    let reader = Reader {
+        key: key.clone(),
+        max_age: if forced { Duration::ZERO } else { interval },
+        direct: forced,
+    };
+    match ctx
+        .secrets_manager
+        .resolve_for(&reader, &binding.spec, &patterns)
+        .await
+    {
         Ok(entries) => {
             let woken = remember(ctx, key, binding, force, &entries);
             for k in woken {
@@ -826,12 +845,15 @@ pub(super) async fn cleanup(
             .collect()
     };
     let started = Instant::now();
+    let mut woken = BTreeSet::new();
     loop {
         let left = carrying();
         if left.is_empty() {
             break;
         }
-        for d in &left {
+        // Each Deployment is woken once: the workload controller debounces, and a request
+        // repeated within the debounce time would keep postponing the write.
+        for d in left.iter().filter(|d| woken.insert((*d).clone())) {
             let _ = ctx
                 .to_workloads
                 .unbounded_send(ObjectRef::new(d).within(&key.0));
@@ -846,6 +868,7 @@ pub(super) async fn cleanup(
     }
     release_secrets(binding, ctx).await?;
     ctx.index.lock().expect("index").bindings.remove(&key);
+    ctx.secrets_manager.forget(&key, &binding.spec.source).await;
     ctx.metrics.forget(&labels(binding));
     info!(binding = %key.1, namespace = %key.0, "released");
     Ok(Action::await_change())

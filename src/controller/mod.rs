@@ -38,7 +38,7 @@ pub use binding::{BINDING_LABEL, FORCE_SYNC_ANNOTATION, HASH_ANNOTATION, secret_
 
 use crate::api::AirflowSecretBinding;
 use crate::metrics::Metrics;
-use crate::resolve::{ResolveError, SecretsManager};
+use crate::secretsmanager::{ResolveError, SecretsManager};
 
 /// Finalizer that removes our env from workloads before a binding goes away.
 pub const FINALIZER: &str = "airflow-secrets.io/cleanup";

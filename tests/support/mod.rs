@@ -290,6 +290,24 @@ impl Operator {
             .unwrap_or(0.0)
     }
 
+    /// Waits until the operator has made no Deployment write for longer than its debounce.
+    pub async fn quiet(&self) {
+        let series = "airflow_secrets_workload_writes_total";
+        let mut last = (self.metric(series), Instant::now());
+        let start = Instant::now();
+        while last.1.elapsed() < Duration::from_millis(2500) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the operator never went quiet"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.metric(series);
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

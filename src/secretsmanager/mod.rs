@@ -1,0 +1,417 @@
+//! Reading bindings' entries from AWS Secrets Manager, cheaply and shared.
+//!
+//! One process-wide [`SecretsManager`] holds one [`view::View`] per source (region, identity,
+//! endpoint): every binding of that source reads through it, so a listing, a version check or a
+//! value read serves all of them (see `view.rs`). Calls are rate-limited per source (token
+//! bucket), retried by the SDK's adaptive retry (which slows down on throttling), and bounded by
+//! per-attempt and per-operation timeouts so that a hung endpoint cannot wedge a reconcile.
+//!
+//! - Discovery lists its prefix (`ListSecrets`, 100 per page); the listing tells each secret's
+//!   current version without reading a value.
+//! - Explicit names learn their version the same way (a listing of their prefix, or of up to 10
+//!   names per call); values are read (`BatchGetSecretValue`, 20 ids per call) only for versions
+//!   not held yet.
+//! - ARNs, a `versionStage` or `versionId`, and forced syncs read directly, since a listing cannot
+//!   name them or may lag (AWS: `ListSecrets` "might not reflect changes from the last five
+//!   minutes").
+
+pub mod calls;
+pub mod limit;
+pub mod patterns;
+pub mod view;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::Client;
+
+pub use calls::{BATCH_LIMIT, LIST_PAGE};
+pub use limit::RateLimit;
+pub use patterns::{DiscoveryPatterns, Lookup};
+pub use view::ReaderKey;
+
+use crate::airflow::path;
+use crate::api::{AirflowSecretBindingSpec, EntryKind, EntryState, Source, VersionSelector};
+use crate::entries::{Fetched, ResolvedEntry};
+use crate::metrics::{CallLabels, Calls};
+use view::View;
+
+/// A failure that stops the whole resolution (the last good Secret is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("Secrets Manager {operation} failed: {message}")]
+    Call {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+/// Per-attempt timeout of one call; the SDK retries an attempt that times out.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of one call including its retries.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sums the call counter per operation: (ListSecrets, BatchGetSecretValue, GetSecretValue).
+pub fn call_totals(calls: &Calls) -> [(&'static str, u64); 3] {
+    let mut out = [
+        ("ListSecrets", 0),
+        ("BatchGetSecretValue", 0),
+        ("GetSecretValue", 0),
+    ];
+    for (op, n) in out.iter_mut() {
+        for outcome in ["success", "error"] {
+            let labels = CallLabels {
+                operation: op,
+                outcome: outcome.into(),
+            };
+            *n += calls.get(&labels).map(|c| c.get()).unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// What identifies a source: one view, one client, one rate limit per source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SourceKey {
+    region: Option<String>,
+    role_arn: Option<String>,
+    external_id: Option<String>,
+    endpoint: Option<String>,
+}
+
+impl From<&Source> for SourceKey {
+    fn from(s: &Source) -> Self {
+        SourceKey {
+            region: s.region.clone(),
+            role_arn: s.role_arn.clone(),
+            external_id: s.external_id.clone(),
+            endpoint: s.endpoint.clone(),
+        }
+    }
+}
+
+/// How a binding reads: who it is (its values are kept while it refers to them), how old what
+/// it is served may be, and whether it must see the current state (a forced sync).
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub key: ReaderKey,
+    pub max_age: Duration,
+    pub direct: bool,
+}
+
+/// The process-wide Secrets Manager component.
+pub struct SecretsManager {
+    base: aws_config::SdkConfig,
+    limit: RateLimit,
+    views: Mutex<HashMap<SourceKey, Arc<View>>>,
+    /// Calls made, by operation and outcome (`success` / `error`), as AWS bills them.
+    pub calls: Calls,
+}
+
+/// An explicit entry of a spec.
+struct Wanted {
+    kind: EntryKind,
+    name: String,
+    config: Option<(String, String)>,
+    secret_id: String,
+    version: VersionSelector,
+}
+
+impl SecretsManager {
+    /// Loads the operator's own AWS configuration (environment, profile, IRSA, Pod Identity).
+    pub async fn from_env() -> Self {
+        Self::with_limit(RateLimit::default()).await
+    }
+
+    pub async fn with_limit(limit: RateLimit) -> Self {
+        let base = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(base, limit)
+    }
+
+    pub fn new(base: aws_config::SdkConfig, limit: RateLimit) -> Self {
+        SecretsManager {
+            base,
+            limit,
+            views: Mutex::default(),
+            calls: Calls::default(),
+        }
+    }
+
+    /// The view of a source; built once (an assumed role's credentials refresh themselves).
+    async fn view(&self, source: &Source) -> Arc<View> {
+        let key = SourceKey::from(source);
+        if let Some(v) = self.views.lock().expect("views").get(&key) {
+            return v.clone();
+        }
+        let client = self.client(source).await;
+        let view = Arc::new(View::new(client, limit::TokenBucket::new(self.limit)));
+        self.views
+            .lock()
+            .expect("views")
+            .entry(key)
+            .or_insert(view)
+            .clone()
+    }
+
+    async fn client(&self, source: &Source) -> Client {
+        let mut b = aws_sdk_secretsmanager::config::Builder::from(&self.base)
+            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(4))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .operation_timeout(OPERATION_TIMEOUT)
+                    .build(),
+            );
+        if let Some(region) = &source.region {
+            b = b.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &source.endpoint {
+            b = b.endpoint_url(endpoint.clone());
+        }
+        if let Some(role) = &source.role_arn {
+            let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name(
+                    source
+                        .role_session_name
+                        .clone()
+                        .unwrap_or_else(|| "airflow-secrets-operator".into()),
+                )
+                .configure(&self.base);
+            if let Some(region) = &source.region {
+                p = p.region(aws_config::Region::new(region.clone()));
+            }
+            if let Some(id) = &source.external_id {
+                p = p.external_id(id.clone());
+            }
+            b = b.credentials_provider(
+                aws_sdk_secretsmanager::config::SharedCredentialsProvider::new(p.build().await),
+            );
+        }
+        Client::from_conf(b.build())
+    }
+
+    /// Reads every entry of a spec now, sharing nothing (the `render` command).
+    pub async fn resolve(
+        &self,
+        spec: &AirflowSecretBindingSpec,
+        patterns: &DiscoveryPatterns,
+    ) -> Result<Vec<ResolvedEntry>, ResolveError> {
+        let reader = Reader {
+            key: ("".into(), format!("render-{}", fastrand::u64(..))),
+            max_age: Duration::ZERO,
+            direct: true,
+        };
+        let out = self.resolve_for(&reader, spec, patterns).await;
+        self.forget(&reader.key, &spec.source).await;
+        out
+    }
+
+    /// Resolves every entry of a binding through its source's shared view: explicit entries
+    /// first (in spec order), then discovered ones (sorted by id).
+    pub async fn resolve_for(
+        &self,
+        reader: &Reader,
+        spec: &AirflowSecretBindingSpec,
+        patterns: &DiscoveryPatterns,
+    ) -> Result<Vec<ResolvedEntry>, ResolveError> {
+        let view = self.view(&spec.source).await;
+        let discovered = self.discover(&view, reader, spec, patterns).await?;
+        let wanted = wanted(spec);
+        let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) = wanted.iter().partition(|w| {
+            !reader.direct && is_current(&w.version) && !w.secret_id.starts_with("arn:")
+        });
+        let names: BTreeSet<String> = by_listing.iter().map(|w| w.secret_id.clone()).collect();
+        let versions = view
+            .versions(&self.calls, &reader.key, &names, reader.max_age)
+            .await?;
+        let mut pairs: BTreeSet<(String, String)> = discovered
+            .iter()
+            .filter_map(|(_, _, l)| Some((l.name.clone(), l.current_version.clone()?)))
+            .collect();
+        pairs.extend(
+            versions
+                .iter()
+                .filter_map(|(n, v)| Some((n.clone(), v.clone()?))),
+        );
+        let values = view.values(&self.calls, &pairs).await?;
+        let direct_read = self.read_direct(&view, &direct).await?;
+        view.set_refs(&reader.key, pairs.iter().cloned().collect::<HashSet<_>>());
+
+        let mut out = Vec::new();
+        for w in &wanted {
+            let direct_key = (w.secret_id.clone(), w.version.clone());
+            let (version_id, outcome) = match direct_read.get(&direct_key) {
+                Some(r) if direct.iter().any(|d| std::ptr::eq(*d, w)) => r.clone(),
+                _ => match versions.get(&w.secret_id).cloned().flatten() {
+                    Some(v) => {
+                        let value = values[&(w.secret_id.clone(), v.clone())].clone();
+                        (Some(v), value)
+                    }
+                    None => (None, calls::problem("ResourceNotFoundException")),
+                },
+            };
+            out.push(ResolvedEntry {
+                kind: w.kind,
+                name: w.name.clone(),
+                config: w.config.clone(),
+                secret_id: w.secret_id.clone(),
+                version_id,
+                outcome,
+            });
+        }
+        for (kind, id, l) in discovered {
+            let v = l.current_version.clone().unwrap_or_default();
+            let outcome =
+                values
+                    .get(&(l.name.clone(), v.clone()))
+                    .cloned()
+                    .unwrap_or(Fetched::Problem(
+                        EntryState::Error,
+                        "the secret has no current version".into(),
+                    ));
+            out.push(ResolvedEntry {
+                kind,
+                name: id,
+                config: None,
+                secret_id: l.name,
+                version_id: Some(v),
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Discovery: the listings of the spec's prefixes (shared), filtered as Airflow looks up.
+    async fn discover(
+        &self,
+        view: &View,
+        reader: &Reader,
+        spec: &AirflowSecretBindingSpec,
+        patterns: &DiscoveryPatterns,
+    ) -> Result<Vec<(EntryKind, String, calls::Listed)>, ResolveError> {
+        let mut out = Vec::new();
+        let Some(d) = &spec.discovery else {
+            return Ok(out);
+        };
+        for (kind, prefix, pattern) in [
+            (
+                EntryKind::Connection,
+                &d.connections_prefix,
+                &patterns.connections,
+            ),
+            (
+                EntryKind::Variable,
+                &d.variables_prefix,
+                &patterns.variables,
+            ),
+        ] {
+            let Some(prefix) = prefix else { continue };
+            if matches!(pattern, Lookup::Unusable) {
+                continue;
+            }
+            let filter = path::list_filter(prefix, &d.sep).unwrap_or_default();
+            let listed = view.listing(&self.calls, &filter, reader.max_age).await?;
+            for l in listed.iter() {
+                let Some(id) = path::id_for_secret(prefix, &d.sep, &l.name) else {
+                    continue;
+                };
+                if pattern.admits(id) {
+                    out.push((kind, id.to_string(), l.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        Ok(out)
+    }
+
+    /// Entries a listing cannot serve: ARNs and forced syncs (one batch read of the current
+    /// versions), stages and version ids (one read each).
+    async fn read_direct(
+        &self,
+        view: &View,
+        direct: &[&Wanted],
+    ) -> Result<BTreeMap<(String, VersionSelector), (Option<String>, Fetched)>, ResolveError> {
+        let api = view.api(&self.calls);
+        let current: Vec<String> = direct
+            .iter()
+            .filter(|w| is_current(&w.version))
+            .map(|w| w.secret_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let read = api.batch_get(&current).await?;
+        view.keep_read(&read);
+        let mut out = BTreeMap::new();
+        for w in direct {
+            let r = if is_current(&w.version) {
+                read[&w.secret_id].clone()
+            } else {
+                api.get_one(&w.secret_id, &w.version).await?
+            };
+            out.insert((w.secret_id.clone(), w.version.clone()), r);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a reader (its binding was deleted): its values leave the cache.
+    pub async fn forget(&self, reader: &ReaderKey, source: &Source) {
+        let view = self
+            .views
+            .lock()
+            .expect("views")
+            .get(&SourceKey::from(source))
+            .cloned();
+        if let Some(v) = view {
+            v.forget(reader);
+        }
+    }
+
+    /// Sizes of every view's caches added up: (listings, versions, values).
+    pub fn cache_sizes(&self) -> (usize, usize, usize) {
+        self.views
+            .lock()
+            .expect("views")
+            .values()
+            .map(|v| v.sizes())
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+    }
+}
+
+/// The explicit entries of a spec, in order.
+fn wanted(spec: &AirflowSecretBindingSpec) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for c in &spec.connections {
+        out.push(Wanted {
+            kind: EntryKind::Connection,
+            name: c.conn_id.clone(),
+            config: None,
+            secret_id: c.secret_id.clone(),
+            version: c.version.clone(),
+        });
+    }
+    for v in &spec.variables {
+        out.push(Wanted {
+            kind: EntryKind::Variable,
+            name: v.key.clone(),
+            config: None,
+            secret_id: v.secret_id.clone(),
+            version: v.version.clone(),
+        });
+    }
+    for c in &spec.config {
+        out.push(Wanted {
+            kind: EntryKind::Config,
+            name: format!("{}.{}", c.section, c.key),
+            config: Some((c.section.clone(), c.key.clone())),
+            secret_id: c.secret_id.clone(),
+            version: c.version.clone(),
+        });
+    }
+    out
+}
+
+/// Whether a version selector means `AWSCURRENT`.
+fn is_current(v: &VersionSelector) -> bool {
+    v.version_id.is_none() && v.version_stage.as_deref().is_none_or(|s| s == "AWSCURRENT")
+}

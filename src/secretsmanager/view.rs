@@ -1,0 +1,393 @@
+//! One source's shared view of Secrets Manager: listings, current versions and values, shared by
+//! every binding that reads the source.
+//!
+//! - A listing (by name filter) is made once per refresh window for all bindings that need it;
+//!   concurrent requests for the same listing wait for the one in flight (single-flight).
+//! - Explicit secret names learn their current version from listings, never from a value read:
+//!   names sharing a prefix are checked by listing that prefix when it holds few other secrets,
+//!   else by name (10 per `ListSecrets` filter). Every listing refreshes the versions it shows.
+//! - A value is read once per (secret, version) for all bindings and kept only while some binding
+//!   still refers to that version.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::Client;
+
+use super::ResolveError;
+use super::calls::{Api, FILTER_VALUES, LIST_PAGE, Listed};
+use super::limit::TokenBucket;
+use crate::entries::Fetched;
+use crate::metrics::Calls;
+
+/// Who reads through the view: a binding's (namespace, name).
+pub type ReaderKey = (String, String);
+
+/// How one set of explicit names is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// List everything under the prefix (one call per 100 secrets).
+    Prefix(String),
+    /// List by up to 10 exact names.
+    Names(Vec<String>),
+}
+
+/// Chooses, per prefix (up to the last `/`), the cheaper way to learn the current versions of
+/// `names`: listing the prefix costs ⌈m/100⌉ calls when it holds m secrets (unknown before the
+/// first listing: tried when more than 10 names share it), listing by name ⌈n/10⌉.
+pub fn plan_checks(names: &BTreeSet<String>, prefix_sizes: &HashMap<String, usize>) -> Vec<Check> {
+    let mut groups: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for n in names {
+        let prefix = n.rfind('/').map(|i| &n[..=i]).unwrap_or("");
+        groups.entry(prefix).or_default().push(n);
+    }
+    let mut out = Vec::new();
+    for (prefix, group) in groups {
+        let by_name = group.len().div_ceil(FILTER_VALUES);
+        let by_prefix = match prefix_sizes.get(prefix) {
+            Some(m) => (*m).max(1).div_ceil(LIST_PAGE as usize) <= by_name,
+            None => group.len() > FILTER_VALUES,
+        };
+        if !prefix.is_empty() && by_prefix {
+            out.push(Check::Prefix(prefix.to_string()));
+        } else {
+            for chunk in group.chunks(FILTER_VALUES) {
+                out.push(Check::Names(chunk.iter().map(|s| s.to_string()).collect()));
+            }
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Listing {
+    at: Instant,
+    secrets: Arc<Vec<Listed>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    listings: HashMap<String, Listing>,
+    /// Name → (current version, or None when no such secret; when it was learnt).
+    versions: HashMap<String, (Option<String>, Instant)>,
+    prefix_sizes: HashMap<String, usize>,
+    values: HashMap<(String, String), Fetched>,
+    /// Per reader: the (name, version) values it refers to, and the explicit names it checks.
+    refs: HashMap<ReaderKey, HashSet<(String, String)>>,
+    names: HashMap<ReaderKey, BTreeSet<String>>,
+}
+
+/// The shared view of one source.
+pub struct View {
+    client: Client,
+    limiter: TokenBucket,
+    state: Mutex<State>,
+    listing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    check_lock: tokio::sync::Mutex<()>,
+    read_lock: tokio::sync::Mutex<()>,
+}
+
+impl View {
+    pub fn new(client: Client, limiter: TokenBucket) -> View {
+        View {
+            client,
+            limiter,
+            state: Mutex::default(),
+            listing_locks: Mutex::default(),
+            check_lock: tokio::sync::Mutex::new(()),
+            read_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn api<'a>(&'a self, calls: &'a Calls) -> Api<'a> {
+        Api {
+            client: &self.client,
+            limiter: &self.limiter,
+            calls,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("view state")
+    }
+
+    /// The secrets whose names start with `filter`, listed at most `max_age` ago.
+    pub async fn listing(
+        &self,
+        calls: &Calls,
+        filter: &str,
+        max_age: Duration,
+    ) -> Result<Arc<Vec<Listed>>, ResolveError> {
+        if let Some(l) = self.fresh_listing(filter, max_age) {
+            return Ok(l);
+        }
+        let lock = self
+            .listing_locks
+            .lock()
+            .expect("listing locks")
+            .entry(filter.to_string())
+            .or_default()
+            .clone();
+        let _flight = lock.lock().await;
+        if let Some(l) = self.fresh_listing(filter, max_age) {
+            return Ok(l);
+        }
+        let filter_values = if filter.is_empty() {
+            vec![]
+        } else {
+            vec![filter.to_string()]
+        };
+        let listed = Arc::new(self.api(calls).list(&filter_values).await?);
+        self.learn(Some(filter), &listed);
+        Ok(listed)
+    }
+
+    fn fresh_listing(&self, filter: &str, max_age: Duration) -> Option<Arc<Vec<Listed>>> {
+        let s = self.state();
+        let l = s.listings.get(filter)?;
+        (l.at.elapsed() <= max_age).then(|| l.secrets.clone())
+    }
+
+    /// Records what a listing showed: its versions, and (for a prefix listing) its size and the
+    /// registered names under it that it did not show (they do not exist).
+    fn learn(&self, prefix: Option<&str>, listed: &Arc<Vec<Listed>>) {
+        let now = Instant::now();
+        let mut s = self.state();
+        for l in listed.iter() {
+            s.versions
+                .insert(l.name.clone(), (l.current_version.clone(), now));
+        }
+        let Some(prefix) = prefix else { return };
+        s.prefix_sizes.insert(prefix.to_string(), listed.len());
+        s.listings.insert(
+            prefix.to_string(),
+            Listing {
+                at: now,
+                secrets: listed.clone(),
+            },
+        );
+        let shown: HashSet<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        let missing: Vec<String> = s
+            .names
+            .values()
+            .flatten()
+            .filter(|n| n.starts_with(prefix) && !shown.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in missing {
+            s.versions.insert(n, (None, now));
+        }
+    }
+
+    /// The current version of each of `names` (None: no such secret), learnt at most `max_age`
+    /// ago. One check serves every reader: names of all readers that are due are checked
+    /// together.
+    pub async fn versions(
+        &self,
+        calls: &Calls,
+        reader: &ReaderKey,
+        names: &BTreeSet<String>,
+        max_age: Duration,
+    ) -> Result<BTreeMap<String, Option<String>>, ResolveError> {
+        self.state().names.insert(reader.clone(), names.clone());
+        if let Some(v) = self.known_versions(names, max_age) {
+            return Ok(v);
+        }
+        let _flight = self.check_lock.lock().await;
+        if let Some(v) = self.known_versions(names, max_age) {
+            return Ok(v);
+        }
+        // Everything registered that is at least half its way to due joins this check.
+        let (due, sizes) = {
+            let s = self.state();
+            let due: BTreeSet<String> = s
+                .names
+                .values()
+                .flatten()
+                .filter(|n| {
+                    s.versions
+                        .get(*n)
+                        .is_none_or(|(_, at)| at.elapsed() >= max_age / 2)
+                })
+                .cloned()
+                .collect();
+            (due, s.prefix_sizes.clone())
+        };
+        for check in plan_checks(&due, &sizes) {
+            match check {
+                Check::Prefix(p) => {
+                    self.listing(calls, &p, Duration::ZERO).await?;
+                }
+                Check::Names(chunk) => {
+                    let listed = self.api(calls).list(&chunk).await?;
+                    let exact: Vec<Listed> = listed
+                        .into_iter()
+                        .filter(|l| chunk.contains(&l.name))
+                        .collect();
+                    let now = Instant::now();
+                    let mut s = self.state();
+                    for n in &chunk {
+                        let v = exact
+                            .iter()
+                            .find(|l| &l.name == n)
+                            .map(|l| l.current_version.clone());
+                        s.versions.insert(n.clone(), (v.flatten(), now));
+                    }
+                }
+            }
+        }
+        let s = self.state();
+        Ok(names
+            .iter()
+            .map(|n| (n.clone(), s.versions.get(n).and_then(|(v, _)| v.clone())))
+            .collect())
+    }
+
+    fn known_versions(
+        &self,
+        names: &BTreeSet<String>,
+        max_age: Duration,
+    ) -> Option<BTreeMap<String, Option<String>>> {
+        let s = self.state();
+        names
+            .iter()
+            .map(|n| {
+                let (v, at) = s.versions.get(n)?;
+                (at.elapsed() <= max_age).then(|| (n.clone(), v.clone()))
+            })
+            .collect()
+    }
+
+    /// The values of (name, version) pairs, read once for all readers (by name, in batches of 20,
+    /// only those not held yet).
+    pub async fn values(
+        &self,
+        calls: &Calls,
+        wanted: &BTreeSet<(String, String)>,
+    ) -> Result<BTreeMap<(String, String), Fetched>, ResolveError> {
+        let missing = |s: &State| -> Vec<String> {
+            wanted
+                .iter()
+                .filter(|k| !s.values.contains_key(*k))
+                .map(|(n, _)| n.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let mut read = super::calls::Read::new();
+        if !missing(&self.state()).is_empty() {
+            let _flight = self.read_lock.lock().await;
+            let ids = missing(&self.state());
+            if !ids.is_empty() {
+                read = self.api(calls).batch_get(&ids).await?;
+                self.keep_read(&read);
+            }
+        }
+        let s = self.state();
+        Ok(wanted
+            .iter()
+            .map(|k| {
+                // Rotated between the listing and the read: the newer value is served.
+                let v = s
+                    .values
+                    .get(k)
+                    .cloned()
+                    .or_else(|| read.get(&k.0).map(|(_, f)| f.clone()))
+                    .unwrap_or_else(|| {
+                        Fetched::Problem(
+                            crate::api::EntryState::Error,
+                            "the value was not returned; it is read again at the next refresh"
+                                .into(),
+                        )
+                    });
+                (k.clone(), v)
+            })
+            .collect())
+    }
+
+    /// Keeps values a direct read returned (by name), so that other readers need not read them.
+    pub fn keep_read(&self, read: &super::calls::Read) {
+        let now = Instant::now();
+        let mut s = self.state();
+        for (id, (version, fetched)) in read {
+            if let Some(v) = version {
+                s.values.insert((id.clone(), v.clone()), fetched.clone());
+                s.versions.insert(id.clone(), (Some(v.clone()), now));
+            }
+        }
+    }
+
+    /// Records what a reader refers to now and drops values no reader refers to.
+    pub fn set_refs(&self, reader: &ReaderKey, refs: HashSet<(String, String)>) {
+        let mut s = self.state();
+        s.refs.insert(reader.clone(), refs);
+        Self::collect(&mut s);
+    }
+
+    /// Forgets a reader (its binding was deleted).
+    pub fn forget(&self, reader: &ReaderKey) {
+        let mut s = self.state();
+        s.refs.remove(reader);
+        s.names.remove(reader);
+        Self::collect(&mut s);
+    }
+
+    fn collect(s: &mut State) {
+        let live: HashSet<(String, String)> = s.refs.values().flatten().cloned().collect();
+        s.values.retain(|k, _| live.contains(k));
+        let names: HashSet<String> = s.names.values().flatten().cloned().collect();
+        let listed: HashSet<String> = s
+            .listings
+            .values()
+            .flat_map(|l| l.secrets.iter().map(|x| x.name.clone()))
+            .collect();
+        s.versions
+            .retain(|n, _| names.contains(n) || listed.contains(n));
+    }
+
+    /// Sizes of the caches: (listings, versions, values).
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let s = self.state();
+        (s.listings.len(), s.versions.len(), s.values.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[String]) -> BTreeSet<String> {
+        names.iter().cloned().collect()
+    }
+
+    #[test]
+    fn checks_pick_the_cheaper_way() {
+        let thousand: Vec<String> = (0..1000)
+            .map(|i| format!("bench/connections/c{i:05}"))
+            .collect();
+        // Never listed: many names under one prefix are checked by listing it.
+        assert_eq!(
+            plan_checks(&set(&thousand), &HashMap::new()),
+            [Check::Prefix("bench/connections/".into())]
+        );
+        // The prefix turned out to hold 10,000 others: by name is cheaper (100 < 110 calls).
+        let sizes = HashMap::from([("bench/connections/".to_string(), 11_000)]);
+        let checks = plan_checks(&set(&thousand), &sizes);
+        assert_eq!(checks.len(), 100);
+        assert!(
+            checks
+                .iter()
+                .all(|c| matches!(c, Check::Names(n) if n.len() == 10))
+        );
+        // A few names: by name; names without a prefix: always by name.
+        let few = vec!["a/x".to_string(), "a/y".to_string(), "plain".to_string()];
+        assert_eq!(
+            plan_checks(&set(&few), &HashMap::new()),
+            [
+                Check::Names(vec!["plain".into()]),
+                Check::Names(vec!["a/x".into(), "a/y".into()])
+            ]
+        );
+    }
+}
