@@ -224,7 +224,10 @@ async fn run(
     use airflow_secrets_operator::{controller, http, metrics, secretsmanager};
     let client = kube::Client::try_default().await?;
     let secrets_manager = Arc::new(secretsmanager::SecretsManager::with_limit(limit).await);
-    let metrics = metrics::Metrics::new(secrets_manager.calls.clone());
+    let metrics = metrics::Metrics::new(
+        secrets_manager.calls.clone(),
+        secrets_manager.value_bytes.clone(),
+    );
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
     // Ready once the binding API can be listed; a replica waiting for the Lease is ready too (a

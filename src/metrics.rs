@@ -45,13 +45,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the operator's metrics, including the Secrets Manager call counter `calls`.
-    pub fn new(calls: Calls) -> Arc<Metrics> {
+    /// Registers the operator's metrics, including the Secrets Manager call counter `calls` and
+    /// the received value bytes.
+    pub fn new(calls: Calls, value_bytes: Counter) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("airflow_secrets");
         registry.register(
             "secretsmanager_calls",
             "Secrets Manager API calls by operation and outcome",
             calls,
+        );
+        registry.register(
+            "secretsmanager_value_bytes",
+            "Bytes of secret values received from Secrets Manager",
+            value_bytes,
         );
         let reconcile_duration = Family::<BindingLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 14))

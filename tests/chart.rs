@@ -414,7 +414,7 @@ fn dashboard_queries_the_operators_metrics() {
             outcome: "success".into(),
         })
         .inc();
-    let m = Metrics::new(calls);
+    let m = Metrics::new(calls, Default::default());
     let b = BindingLabels {
         namespace: "ns".into(),
         binding: "b".into(),
@@ -446,7 +446,7 @@ fn dashboard_queries_the_operators_metrics() {
             families.push((name.to_string(), samples));
         }
     }
-    assert_eq!(families.len(), 7, "families exposed: {families:?}");
+    assert_eq!(families.len(), 8, "families exposed: {families:?}");
     let exposed: BTreeSet<&str> = families
         .iter()
         .flat_map(|(_, s)| s.iter().map(String::as_str))

@@ -33,6 +33,8 @@ pub struct Api<'a> {
     pub client: &'a Client,
     pub limiter: &'a TokenBucket,
     pub calls: &'a Calls,
+    /// Bytes of secret values received.
+    pub value_bytes: &'a prometheus_client::metrics::counter::Counter,
 }
 
 impl Api<'_> {
@@ -109,7 +111,10 @@ impl Api<'_> {
             })?;
             for v in resp.secret_values() {
                 let fetched = match v.secret_string() {
-                    Some(s) => Fetched::Value(s.to_string()),
+                    Some(s) => {
+                        self.value_bytes.inc_by(s.len() as u64);
+                        Fetched::Value(s.to_string())
+                    }
                     None => Fetched::BinaryOnly,
                 };
                 let version = v.version_id().map(str::to_string);
@@ -160,7 +165,10 @@ impl Api<'_> {
         match resp {
             Ok(r) => {
                 let fetched = match r.secret_string() {
-                    Some(s) => Fetched::Value(s.to_string()),
+                    Some(s) => {
+                        self.value_bytes.inc_by(s.len() as u64);
+                        Fetched::Value(s.to_string())
+                    }
                     None => Fetched::BinaryOnly,
                 };
                 Ok((r.version_id().map(str::to_string), fetched))

@@ -107,6 +107,8 @@ pub struct SecretsManager {
     views: Mutex<HashMap<SourceKey, Arc<View>>>,
     /// Calls made, by operation and outcome (`success` / `error`), as AWS bills them.
     pub calls: Calls,
+    /// Bytes of secret values received (every value moved is exposure).
+    pub value_bytes: prometheus_client::metrics::counter::Counter,
 }
 
 /// An explicit entry of a spec.
@@ -135,6 +137,7 @@ impl SecretsManager {
             limit,
             views: Mutex::default(),
             calls: Calls::default(),
+            value_bytes: Default::default(),
         }
     }
 
@@ -145,7 +148,11 @@ impl SecretsManager {
             return v.clone();
         }
         let client = self.client(source).await;
-        let view = Arc::new(View::new(client, limit::TokenBucket::new(self.limit)));
+        let view = Arc::new(View::new(
+            client,
+            limit::TokenBucket::new(self.limit),
+            self.value_bytes.clone(),
+        ));
         self.views
             .lock()
             .expect("views")

@@ -81,6 +81,7 @@ struct State {
 /// The shared view of one source.
 pub struct View {
     client: Client,
+    value_bytes: prometheus_client::metrics::counter::Counter,
     limiter: TokenBucket,
     state: Mutex<State>,
     listing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -89,9 +90,14 @@ pub struct View {
 }
 
 impl View {
-    pub fn new(client: Client, limiter: TokenBucket) -> View {
+    pub fn new(
+        client: Client,
+        limiter: TokenBucket,
+        value_bytes: prometheus_client::metrics::counter::Counter,
+    ) -> View {
         View {
             client,
+            value_bytes,
             limiter,
             state: Mutex::default(),
             listing_locks: Mutex::default(),
@@ -105,6 +111,7 @@ impl View {
             client: &self.client,
             limiter: &self.limiter,
             calls,
+            value_bytes: &self.value_bytes,
         }
     }
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# What Secrets Manager costs: the operator on the local control plane against the emulator, for
+# N secrets (default: 100 and 1000; pass sizes as arguments, e.g. `bench/secretsmanager.sh 10000`)
+# in three shapes of bindings:
+#   discovery  one binding discovering the prefix that holds the N secrets
+#   per-conn   N bindings with one explicit connection each (the usual ESO migration)
+#   shared     100 bindings with N/100 explicit connections each under the same prefix
+# For each: time from the end of `kubectl apply` until every managed Secret exists, Secrets
+# Manager calls and value bytes of one idle refresh interval, of one changed secret, peak RSS,
+# and process start → ready (/readyz: the binding API is listed). Calls are counted by the operator (`airflow_secrets_secretsmanager_*`)
+# with AWS's page sizes (100 per ListSecrets page, 20 ids per BatchGetSecretValue), so they are
+# the calls AWS would bill. Prints one table per size; docs/benchmarks.md records the figures.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+sizes=("$@")
+((${#sizes[@]})) || sizes=(100 1000)
+interval=20
+"$root/tests/ground/prereqs.sh"
+eval "$("$root/tests/ground/assets.sh" all)"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-secrets-operator/target}
+# The static release binary the image ships (tests/image.sh builds the same).
+cargo build -q --release --locked --target x86_64-unknown-linux-musl --bin airflow-secrets-operator
+bin=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/airflow-secrets-operator
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/aso-bench-sm.XXXXXX")
+op_pid=
+finish() {
+  [[ -n $op_pid ]] && kill "$op_pid" 2>/dev/null || true
+  "$root/tests/ground/down.sh" "$state" --purge >/dev/null 2>&1 || true
+}
+trap finish EXIT
+"$root/tests/ground/up.sh" "$state" >/dev/null
+"$root/tests/ground/operator-rbac.sh" "$state" >/dev/null
+# shellcheck disable=SC1091
+source "$state/env"
+k() { "$ASO_KUBECTL" "$@"; }
+py="$ASO_MOTO_VENV/bin/python"
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
+metric() { # sum of the samples of one metric
+  curl -s "http://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($0, m) == 1 {n += $NF} END {printf "%d", n}'
+}
+snapshot() { # list batch get bytes
+  echo "$(metric 'airflow_secrets_secretsmanager_calls_total{operation="ListSecrets"') $(metric 'airflow_secrets_secretsmanager_calls_total{operation="BatchGetSecretValue"') $(metric 'airflow_secrets_secretsmanager_calls_total{operation="GetSecretValue"') $(metric airflow_secrets_secretsmanager_value_bytes_total)"
+}
+diff_calls() { # before after -> "L list + B batch + G get = T calls, X value bytes"
+  read -r l0 b0 g0 v0 <<<"$1"; read -r l1 b1 g1 v1 <<<"$2"
+  echo "$((l1 - l0)) + $((b1 - b0)) + $((g1 - g0)) = $((l1 - l0 + b1 - b0 + g1 - g0)) | $((v1 - v0))"
+}
+managed() { k -n "$1" get secrets -l app.kubernetes.io/managed-by=airflow-secrets-operator -o name | wc -l; }
+
+seed() { # n prefix
+  N=$1 P=$2 "$py" - <<'EOF'
+import os
+import boto3
+c = boto3.client("secretsmanager")
+for i in range(int(os.environ["N"])):
+    c.create_secret(Name=f"{os.environ['P']}/c{i:05}", SecretString=f"postgres://user:pass@host-{i}:5432/db")
+EOF
+}
+
+bindings() { # shape n prefix namespace
+  local shape=$1 n=$2 p=$3 ns=$4
+  case $shape in
+    discovery)
+      printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: all, namespace: %s}\nspec:\n  discovery: {connectionsPrefix: %s}\n  target: {injection: SecretOnly}\n  refreshInterval: %ss\n' "$ns" "$p" "$interval" ;;
+    per-conn)
+      for ((i = 0; i < n; i++)); do
+        printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: b%05d, namespace: %s}\nspec:\n  connections: [{connId: c%05d, secretId: %s/c%05d}]\n  target: {injection: SecretOnly}\n  refreshInterval: %ss\n' "$i" "$ns" "$i" "$p" "$i" "$interval"
+      done ;;
+    shared)
+      local per=$((n / 100))
+      for ((b = 0; b < 100; b++)); do
+        printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: s%03d, namespace: %s}\nspec:\n  connections:\n' "$b" "$ns"
+        for ((j = 0; j < per; j++)); do
+          local i=$((b * per + j))
+          printf '    - {connId: c%05d, secretId: %s/c%05d}\n' "$i" "$p" "$i"
+        done
+        printf '  target: {injection: SecretOnly}\n  refreshInterval: %ss\n' "$interval"
+      done ;;
+  esac
+}
+
+run_shape() { # shape n
+  local shape=$1 n=$2 ns p count t_start t_ready t_applied t_synced s0 s1 s2 rss
+  ns="bench-$shape-$n"
+  p="bench/$n/connections"
+  count=$([[ $shape == discovery ]] && echo 1 || { [[ $shape == shared ]] && echo 100 || echo "$n"; })
+  k create namespace "$ns" >/dev/null
+  bindings "$shape" "$n" "$p" "$ns" >"$state/$ns.yaml"
+  t_start=$(now)
+  KUBECONFIG=$ASO_OPERATOR_KUBECONFIG RUST_LOG=info "$bin" run --namespace "$ns" \
+    --http-address "127.0.0.1:$port" >"$state/$ns.log" 2>&1 &
+  op_pid=$!
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+  t_ready=$(now)
+  k apply -f "$state/$ns.yaml" >/dev/null
+  t_applied=$(now)
+  until (($(managed "$ns") >= count)); do sleep 0.2; done
+  t_synced=$(now)
+  # Let every binding pass its first refresh, then count one whole interval.
+  sleep $((interval + 5))
+  s0=$(snapshot); sleep "$interval"; s1=$(snapshot)
+  # One changed secret: counted over the next interval.
+  "$py" -c "import boto3; boto3.client('secretsmanager').put_secret_value(SecretId='$p/c00007', SecretString='postgres://rotated@host/db')"
+  sleep $((interval + 3))
+  s2=$(snapshot)
+  rss=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$op_pid/status")
+  kill "$op_pid"; wait "$op_pid" 2>/dev/null || true; op_pid=
+  k delete namespace "$ns" --wait=false >/dev/null
+  printf '| %s | %s | %s s | %s | %s | %s MiB | %s s |\n' "$shape" "$count" "$(secs "$t_applied" "$t_synced")" \
+    "$(diff_calls "$s0" "$s1")" "$(diff_calls "$s1" "$s2")" "$rss" "$(secs "$t_start" "$t_ready")"
+}
+
+for n in "${sizes[@]}"; do
+  seed "$n" "bench/$n/connections"
+  echo
+  echo "## $n secrets (refreshInterval ${interval}s)"
+  echo "| bindings | count | apply end → all Secrets | idle interval: List + Batch + Get = calls \| value bytes | one changed secret: calls \| value bytes | peak RSS | start → ready |"
+  echo "|---|---|---|---|---|---|---|"
+  for shape in discovery per-conn shared; do
+    run_shape "$shape" "$n"
+  done
+done
