@@ -105,7 +105,7 @@ run_shape() { # shape n
   sleep $((interval + 5))
   s0=$(snapshot); sleep "$interval"; s1=$(snapshot)
   # One changed secret: counted over the next interval.
-  "$py" -c "import boto3; boto3.client('secretsmanager').put_secret_value(SecretId='$p/c00007', SecretString='postgres://rotated@host/db')"
+  "$py" -c "import boto3; boto3.client('secretsmanager').put_secret_value(SecretId='$p/c00007', SecretString='postgres://rotated@host/$shape')"
   sleep $((interval + 3))
   s2=$(snapshot)
   rss=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$op_pid/status")

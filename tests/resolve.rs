@@ -336,3 +336,46 @@ async fn discovery_listings_are_shared_and_single_flight() {
     );
     assert_eq!(c[1], 8, "150 values read once, 20 per call: {c:?}");
 }
+
+/// Bindings synced at the same moment (as after `kubectl apply -f dir/`) share their value reads:
+/// 30 bindings with one connection each need a handful of BatchGetSecretValue calls, not 30.
+#[tokio::test]
+async fn concurrent_first_syncs_share_value_reads() {
+    let aws = secrets_manager().await;
+    let p = format!("view-concurrent-{}", std::process::id());
+    for i in 0..30 {
+        put_secret(
+            &aws,
+            &format!("{p}/conns/c{i:02}"),
+            &format!("postgres://h/{i}"),
+        )
+        .await;
+    }
+    let sm = SecretsManager::from_env().await;
+    let specs: Vec<_> = (0..30)
+        .map(|i| {
+            spec(json!({
+                "connections": [{"connId": format!("c{i:02}"), "secretId": format!("{p}/conns/c{i:02}")}],
+                "target": {"injection": "SecretOnly"}
+            }))
+        })
+        .collect();
+    let readers: Vec<Reader> = (0..30).map(|i| reader(&format!("c{i}"), 60_000)).collect();
+    let none = DiscoveryPatterns::default();
+    let results = futures::future::join_all(
+        readers
+            .iter()
+            .zip(&specs)
+            .map(|(r, s)| sm.resolve_for(r, s, &none)),
+    )
+    .await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(
+            r.as_ref().expect("resolve")[0].outcome,
+            Fetched::Value(format!("postgres://h/{i}"))
+        );
+    }
+    let c = calls(&sm);
+    assert!(c[1] <= 5, "30 values in a handful of batch reads: {c:?}");
+    println!("30 concurrent first syncs: {c:?} (ListSecrets, BatchGetSecretValue, GetSecretValue)");
+}

@@ -241,7 +241,7 @@ impl SecretsManager {
                 .iter()
                 .filter_map(|(n, v)| Some((n.clone(), v.clone()?))),
         );
-        let values = view.values(&self.calls, &pairs).await?;
+        let values = view.values(&self.calls, &reader.key, &pairs).await?;
         let direct_read = self.read_direct(&view, &direct).await?;
         view.set_refs(&reader.key, pairs.iter().cloned().collect::<HashSet<_>>());
 

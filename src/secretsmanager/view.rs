@@ -76,6 +76,8 @@ struct State {
     /// Per reader: the (name, version) values it refers to, and the explicit names it checks.
     refs: HashMap<ReaderKey, HashSet<(String, String)>>,
     names: HashMap<ReaderKey, BTreeSet<String>>,
+    /// Names whose values readers are waiting for.
+    pending: BTreeSet<String>,
 }
 
 /// The shared view of one source.
@@ -271,8 +273,15 @@ impl View {
     pub async fn values(
         &self,
         calls: &Calls,
+        reader: &ReaderKey,
         wanted: &BTreeSet<(String, String)>,
     ) -> Result<BTreeMap<(String, String), Fetched>, ResolveError> {
+        // Claimed before reading, so that another reader's cleanup cannot drop them meanwhile.
+        self.state()
+            .refs
+            .entry(reader.clone())
+            .or_default()
+            .extend(wanted.iter().cloned());
         let missing = |s: &State| -> Vec<String> {
             wanted
                 .iter()
@@ -283,10 +292,20 @@ impl View {
                 .collect()
         };
         let mut read = super::calls::Read::new();
-        if !missing(&self.state()).is_empty() {
+        let mine = missing(&self.state());
+        if !mine.is_empty() {
+            // Readers that need values at the same time are served by one read: each queues
+            // what it misses, and whoever holds the read lock reads everything queued.
+            self.state().pending.extend(mine);
             let _flight = self.read_lock.lock().await;
-            let ids = missing(&self.state());
-            if !ids.is_empty() {
+            let still = missing(&self.state());
+            if !still.is_empty() {
+                let ids: Vec<String> = {
+                    let mut st = self.state();
+                    let mut ids: BTreeSet<String> = std::mem::take(&mut st.pending);
+                    ids.extend(still);
+                    ids.into_iter().collect()
+                };
                 read = self.api(calls).batch_get(&ids).await?;
                 self.keep_read(&read);
             }
