@@ -217,7 +217,15 @@ async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Re
         .await
     {
         Ok(entries) => {
-            let woken = remember(ctx, key, binding, force, &entries);
+            let mut woken = remember(ctx, key, binding, force, &entries);
+            // A shared listing may have shown other bindings' secrets changed: wake them now.
+            let changed = ctx.secrets_manager.take_changed();
+            if !changed.is_empty() {
+                let mut index = ctx.index.lock().expect("index");
+                for name in &changed {
+                    woken.extend(index.mark_readers_stale(key, name));
+                }
+            }
             for k in woken {
                 let _ = ctx
                     .to_bindings

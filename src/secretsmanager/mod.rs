@@ -374,6 +374,19 @@ impl SecretsManager {
         }
     }
 
+    /// Names (of any source) whose current version a listing or check found changed since the
+    /// last call: the bindings that read them are due for a refresh now.
+    pub fn take_changed(&self) -> BTreeSet<String> {
+        let views: Vec<Arc<View>> = self
+            .views
+            .lock()
+            .expect("views")
+            .values()
+            .cloned()
+            .collect();
+        views.iter().flat_map(|v| v.take_changed()).collect()
+    }
+
     /// Sizes of every view's caches added up: (listings, versions, values).
     pub fn cache_sizes(&self) -> (usize, usize, usize) {
         self.views

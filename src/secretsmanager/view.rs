@@ -78,6 +78,20 @@ struct State {
     names: HashMap<ReaderKey, BTreeSet<String>>,
     /// Names whose values readers are waiting for.
     pending: BTreeSet<String>,
+    /// Names whose current version changed since it was last learnt, not yet reported.
+    changed: BTreeSet<String>,
+}
+
+impl State {
+    /// Records a name's current version, noting a change.
+    fn learn_version(&mut self, name: &str, version: Option<String>, at: Instant) {
+        if let Some((before, _)) = self.versions.get(name)
+            && *before != version
+        {
+            self.changed.insert(name.to_string());
+        }
+        self.versions.insert(name.to_string(), (version, at));
+    }
 }
 
 /// The shared view of one source.
@@ -164,8 +178,7 @@ impl View {
         let now = Instant::now();
         let mut s = self.state();
         for l in listed.iter() {
-            s.versions
-                .insert(l.name.clone(), (l.current_version.clone(), now));
+            s.learn_version(&l.name, l.current_version.clone(), now);
         }
         let Some(prefix) = prefix else { return };
         s.prefix_sizes.insert(prefix.to_string(), listed.len());
@@ -185,7 +198,7 @@ impl View {
             .cloned()
             .collect();
         for n in missing {
-            s.versions.insert(n, (None, now));
+            s.learn_version(&n, None, now);
         }
     }
 
@@ -241,7 +254,7 @@ impl View {
                             .iter()
                             .find(|l| &l.name == n)
                             .map(|l| l.current_version.clone());
-                        s.versions.insert(n.clone(), (v.flatten(), now));
+                        s.learn_version(n, v.flatten(), now);
                     }
                 }
             }
@@ -370,6 +383,11 @@ impl View {
             .collect();
         s.versions
             .retain(|n, _| names.contains(n) || listed.contains(n));
+    }
+
+    /// Names whose version changed since the last call (a listing or check found it).
+    pub fn take_changed(&self) -> BTreeSet<String> {
+        std::mem::take(&mut self.state().changed)
     }
 
     /// Sizes of the caches: (listings, versions, values).
