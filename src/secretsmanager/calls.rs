@@ -69,9 +69,23 @@ impl Api<'_> {
             self.limiter.acquire().await;
             let page = req.send().await;
             self.count("ListSecrets", page.is_ok());
-            let page = page.map_err(|e| ResolveError::Call {
-                operation: "ListSecrets",
-                message: sdk_message(&e),
+            let page = page.map_err(|e| {
+                let denied = e
+                    .as_service_error()
+                    .and_then(aws_sdk_secretsmanager::error::ProvideErrorMetadata::code)
+                    == Some("AccessDeniedException");
+                let message = sdk_message(&e);
+                if denied {
+                    ResolveError::Denied {
+                        operation: "ListSecrets",
+                        message,
+                    }
+                } else {
+                    ResolveError::Call {
+                        operation: "ListSecrets",
+                        message,
+                    }
+                }
             })?;
             for s in page.secret_list() {
                 let Some(name) = s.name() else { continue };

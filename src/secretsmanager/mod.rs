@@ -45,6 +45,11 @@ pub enum ResolveError {
         operation: &'static str,
         message: String,
     },
+    #[error("Secrets Manager {operation} was refused (AccessDeniedException): {message}")]
+    Denied {
+        operation: &'static str,
+        message: String,
+    },
 }
 
 /// Per-attempt timeout of one call; the SDK retries an attempt that times out.
@@ -229,9 +234,18 @@ impl SecretsManager {
             !reader.direct && is_current(&w.version) && !w.secret_id.starts_with("arn:")
         });
         let names: BTreeSet<String> = by_listing.iter().map(|w| w.secret_id.clone()).collect();
-        let versions = view
+        // Without secretsmanager:ListSecrets, explicit names are read directly (as the first
+        // version did): correct, only dearer.
+        let (versions, direct) = match view
             .versions(&self.calls, &reader.key, &names, reader.max_age)
-            .await?;
+            .await
+        {
+            Ok(v) => (v, direct),
+            Err(ResolveError::Denied { .. }) if spec.discovery.is_none() => {
+                (BTreeMap::new(), wanted.iter().collect())
+            }
+            Err(e) => return Err(e),
+        };
         let mut pairs: BTreeSet<(String, String)> = discovered
             .iter()
             .filter_map(|(_, _, l)| Some((l.name.clone(), l.current_version.clone()?)))
