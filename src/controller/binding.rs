@@ -29,7 +29,10 @@ use crate::plan::binding::{BindingInput, BindingPlan, Problem, Read, plan_bindin
 use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of};
 use crate::plan::select::{SelectedWorkload, select_workloads};
 use crate::plan::status::{self, ALL_STATES, StatusInput};
-use crate::plan::workload::{Delivery, FIELD_MANAGER, legacy_managers};
+use crate::plan::workload::{
+    Delivery, FIELD_MANAGER, carries_binding, legacy_managers, pod_annotation_key,
+    template_annotations,
+};
 use crate::secretsmanager::{DiscoveryPatterns, Reader};
 
 /// Changing this annotation's value on a binding forces a re-read of Secrets Manager.
@@ -57,6 +60,19 @@ pub(super) fn key_of(binding: &AirflowSecretBinding) -> Key {
 
 fn force_of(binding: &AirflowSecretBinding) -> Option<String> {
     binding.annotations().get(FORCE_SYNC_ANNOTATION).cloned()
+}
+
+/// The spec a delivery answers: the binding's generation and force-sync value.
+pub(super) fn answer_of(binding: &AirflowSecretBinding) -> super::index::Answer {
+    (binding.metadata.generation, force_of(binding))
+}
+
+/// Whether an object (a managed Secret) is controlled by the binding.
+fn controlled_by<K: Resource>(object: &K, binding: &AirflowSecretBinding) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref())
 }
 
 fn refresh_interval(binding: &AirflowSecretBinding) -> Duration {
@@ -107,17 +123,11 @@ fn owned_secrets(
     ctx: &Context,
     binding: &AirflowSecretBinding,
 ) -> BTreeMap<String, Arc<kube::core::PartialObjectMeta<Secret>>> {
-    let uid = binding.uid();
     let ns = binding.namespace();
     ctx.secrets
         .state()
         .into_iter()
-        .filter(|s| s.namespace() == ns)
-        .filter(|s| {
-            s.owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|s| s.namespace() == ns && controlled_by(&**s, binding))
         .map(|s| (s.name_any(), s))
         .collect()
 }
@@ -125,9 +135,20 @@ fn owned_secrets(
 /// Reconciles a binding that is not being deleted.
 pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(binding);
-    let read = observe(binding, ctx, &key).await;
+    let (patterns, pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
+    // A force-sync value this binding has not read with yet: see the current state, and accept
+    // what it shows (the emptied-source guard steps aside).
+    let forced = {
+        let index = ctx.index.lock().expect("index");
+        index
+            .bindings
+            .get(&key)
+            .and_then(|s| s.resolved.as_ref())
+            .is_some_and(|r| r.force != force_of(binding))
+    };
+    let read = observe(binding, ctx, &key, &patterns, forced).await;
     let failed = matches!(read, Read::Failed(_));
-    let mut plan = plan(binding, ctx, &key, read).await?;
+    let mut plan = plan(binding, ctx, &key, read, pattern_problems, forced).await?;
     // A failed write reaches status (and an Event) in this reconcile; the agents keep what they
     // have, and the error is retried with backoff.
     let written = write_secrets(binding, ctx, &key, &plan).await;
@@ -146,8 +167,9 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
             },
         });
     }
-    hand_over(binding, ctx, &key, &plan);
-    write_status(binding, ctx, &key, &plan).await?;
+    let targets = selected(ctx, binding);
+    hand_over(binding, ctx, &key, &plan, &targets);
+    write_status(binding, ctx, &key, &plan, &targets).await?;
     written?;
     // A foreign Secret in the way is looked at again with backoff, not only at the next refresh.
     let failed = failed
@@ -175,7 +197,13 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
 
 /// Reads Secrets Manager unless what was read within the refresh interval still answers this
 /// spec; tells other bindings that read a secret whose version changed.
-async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Read {
+async fn observe(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    patterns: &DiscoveryPatterns,
+    forced: bool,
+) -> Read {
     if binding.spec.mode == Mode::Backend {
         return Read::Entries(backend::backend_entries(&binding.spec));
     }
@@ -195,17 +223,8 @@ async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Re
     if let Some(entries) = fresh {
         return Read::Entries(entries);
     }
-    let (patterns, _) = DiscoveryPatterns::compile(&binding.spec);
-    // A forced sync must see the current state: explicit entries are read directly and listings
-    // are made anew; otherwise what the shared view learnt within the interval serves.
-    let forced = {
-        let index = ctx.index.lock().expect("index");
-        index
-            .bindings
-            .get(key)
-            .and_then(|s| s.resolved.as_ref())
-            .is_some_and(|r| r.force != force)
-    };
+    // A forced sync reads explicit entries directly and lists anew; otherwise what the shared
+    // view learnt within the interval serves.
     let reader = Reader {
         key: key.clone(),
         max_age: if forced { Duration::ZERO } else { interval },
@@ -213,19 +232,21 @@ async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Re
     };
     match ctx
         .secrets_manager
-        .resolve_for(&reader, &binding.spec, &patterns)
+        .resolve_for(&reader, &binding.spec, patterns)
         .await
     {
         Ok(entries) => {
-            let mut woken = remember(ctx, key, binding, force, &entries);
-            // A shared listing may have shown other bindings' secrets changed: wake them now.
+            remember(ctx, key, binding, force, &entries);
+            // Secrets whose version the shared view found changed (by this read or a
+            // concurrent one): every binding that read them refreshes now, together.
             let changed = ctx.secrets_manager.take_changed();
-            if !changed.is_empty() {
+            let woken: Vec<Key> = {
                 let mut index = ctx.index.lock().expect("index");
-                for name in &changed {
-                    woken.extend(index.mark_readers_stale(key, name));
-                }
-            }
+                changed
+                    .iter()
+                    .flat_map(|name| index.mark_readers_stale(name))
+                    .collect()
+            };
             for k in woken {
                 let _ = ctx
                     .to_bindings
@@ -237,27 +258,16 @@ async fn observe(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Re
     }
 }
 
-/// Stores a successful read; returns the other bindings that read a secret whose version this
-/// read found changed, so that one rotation reaches all of them together.
+/// Stores a successful read.
 fn remember(
     ctx: &Context,
     key: &Key,
     binding: &AirflowSecretBinding,
     force: Option<String>,
     entries: &[ResolvedEntry],
-) -> Vec<Key> {
+) {
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(key);
-    let before: BTreeMap<String, Option<String>> = state
-        .resolved
-        .as_ref()
-        .map(|r| {
-            r.entries
-                .iter()
-                .map(|e| (e.secret_id.clone(), e.version_id.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
     state.stale = false;
     state.resolved = Some(Resolved {
         generation: binding.metadata.generation,
@@ -266,16 +276,6 @@ fn remember(
         when: Timestamp::now(),
         entries: entries.to_vec(),
     });
-    let changed: Vec<String> = entries
-        .iter()
-        .filter(|e| before.get(&e.secret_id).is_some_and(|v| *v != e.version_id))
-        .map(|e| e.secret_id.clone())
-        .collect();
-    let mut woken = Vec::new();
-    for secret in changed {
-        woken.extend(index.mark_readers_stale(key, &secret));
-    }
-    woken
 }
 
 /// Gathers the plan's other inputs (last good values, denial times) and plans.
@@ -284,10 +284,11 @@ async fn plan(
     ctx: &Context,
     key: &Key,
     read: Read,
+    pattern_problems: Vec<crate::api::EntryStatus>,
+    forced: bool,
 ) -> Result<BindingPlan, Error> {
     let now = Instant::now();
-    let force = force_of(binding);
-    let (denied_too_long, last_good, foreign, forced) = {
+    let (denied_too_long, last_good, foreign) = {
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(key);
         let denied_now: BTreeSet<String> = match &read {
@@ -308,15 +309,10 @@ async fn plan(
             .filter(|(_, since)| now.duration_since(**since) >= ACCESS_DENIED_GRACE)
             .map(|(k, _)| k.clone())
             .collect();
-        let forced = state
-            .planned_force
-            .as_ref()
-            .is_some_and(|planned| *planned != force);
         (
             too_long,
             state.last_good.clone(),
             state.foreign_secret.take(),
-            forced,
         )
     };
     let needs_last_good = matches!(&read, Read::Entries(e) if e.iter().any(|e| matches!(e.outcome, Fetched::Problem(EntryState::AccessDenied | EntryState::Error, _))));
@@ -325,8 +321,7 @@ async fn plan(
         None if needs_last_good => Some(read_secret_data(binding, ctx).await?),
         None => None,
     };
-    let (_, pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
-    let plan = plan_binding(BindingInput {
+    Ok(plan_binding(BindingInput {
         binding,
         secret_name: secret_name(binding),
         read,
@@ -335,9 +330,7 @@ async fn plan(
         denied_too_long: &denied_too_long,
         foreign_secret: foreign,
         forced,
-    });
-    ctx.index.lock().expect("index").binding(key).planned_force = Some(force);
-    Ok(plan)
+    }))
 }
 
 /// The data of the binding's managed Secrets as they are now (read only when an entry failed
@@ -374,7 +367,7 @@ async fn write_secrets(
     };
     let owned = owned_secrets(ctx, binding);
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.0);
-    let mut wrote = Vec::new();
+    let mut wrote: Vec<(&SecretPart, bool)> = Vec::new();
     for part in &content.parts {
         let current = owned.get(&part.name);
         let known = {
@@ -395,7 +388,7 @@ async fn write_secrets(
         match write_part(binding, &api, part, content, current.is_some()).await? {
             Written::Version(rv) => {
                 remember_version(ctx, key, &part.name, rv);
-                wrote.push((part.name.clone(), current.is_none()));
+                wrote.push((part, current.is_none()));
             }
             Written::Foreign => {
                 ctx.index.lock().expect("index").binding(key).foreign_secret =
@@ -419,21 +412,16 @@ async fn write_secrets(
         state.foreign_secret = None;
         state.last_good = Some(content.parts.iter().flat_map(|p| p.data.clone()).collect());
     }
-    for (name, created) in wrote {
+    for (part, created) in wrote {
         let verb = if created { "Created" } else { "Updated" };
+        let name = &part.name;
         info!(binding = %key.1, namespace = %key.0, secret = %name, hash = %content.content_hash, "{verb} managed Secret");
         ctx.publish(
             binding,
             EventType::Normal,
             verb,
             "WriteSecret",
-            &format!(
-                "{verb} Secret {name} ({} entries in all)",
-                content
-                    .env
-                    .len()
-                    .max(content.parts.iter().map(|p| p.data.len()).sum())
-            ),
+            &format!("{verb} Secret {name} ({} keys)", part.data.len()),
         )
         .await;
     }
@@ -530,12 +518,7 @@ async fn write_part(
         match api.create(&pp, &body).await {
             Ok(s) => Some(s),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                let theirs = api.get(&part.name).await?;
-                let ours = theirs
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
-                if !ours {
+                if !controlled_by(&api.get(&part.name).await?, binding) {
                     return Ok(Written::Foreign);
                 }
                 None
@@ -589,12 +572,15 @@ async fn write_part(
 
 /// Publishes the binding's delivery for the workload controller and wakes the Deployments it
 /// selects now or selected before.
-fn hand_over(binding: &AirflowSecretBinding, ctx: &Context, key: &Key, plan: &BindingPlan) {
-    let targets: BTreeSet<String> = selected(ctx, binding)
-        .into_iter()
-        .map(|(_, w)| w.name)
-        .collect();
-    let answer = (binding.metadata.generation, force_of(binding));
+fn hand_over(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    plan: &BindingPlan,
+    selected: &[(Arc<Deployment>, SelectedWorkload)],
+) {
+    let targets: BTreeSet<String> = selected.iter().map(|(_, w)| w.name.clone()).collect();
+    let answer = answer_of(binding);
     let wake: BTreeSet<String> = {
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(key);
@@ -629,10 +615,10 @@ fn hand_over(binding: &AirflowSecretBinding, ctx: &Context, key: &Key, plan: &Bi
 /// What the binding's Deployments carry of it, with Pending where the current delivery has not
 /// been written yet.
 fn workloads(
-    binding: &AirflowSecretBinding,
     ctx: &Context,
     key: &Key,
     plan: &BindingPlan,
+    selected: &[(Arc<Deployment>, SelectedWorkload)],
 ) -> (Vec<WorkloadStatus>, Vec<String>) {
     let outcomes = ctx.index.lock().expect("index").outcomes_of(&key.0, &key.1);
     let mut out = Vec::new();
@@ -644,13 +630,13 @@ fn workloads(
         Delivery::Inject { rollout_hash, .. } => rollout_hash.clone(),
         _ => None,
     };
-    for (d, w) in selected(ctx, binding) {
+    for (d, w) in selected {
         // Before the workload controller has looked at a Deployment (e.g. right after a
         // restart), what it carries is read from the cache, so that Ready does not flap.
         let mut status = outcomes
             .get(&w.name)
             .cloned()
-            .unwrap_or_else(|| live_outcome(&d, &w, &key.1, want.as_deref()));
+            .unwrap_or_else(|| live_outcome(d, w, &key.1, want.as_deref()));
         if want.is_some()
             && status.state == Some(WorkloadState::Injected)
             && status.content_hash != want
@@ -660,7 +646,7 @@ fn workloads(
         status.name = w.name.clone();
         status.component = w.component;
         if let Some(entries) = &plan.entries
-            && let Some(warning) = backend::backend_shadowing(&d, &w.containers, entries)
+            && let Some(warning) = backend::backend_shadowing(d, &w.containers, entries)
         {
             shadowing.push(format!("Deployment {}: {warning}", w.name));
         }
@@ -675,8 +661,9 @@ fn compute_status(
     ctx: &Context,
     key: &Key,
     plan: &BindingPlan,
+    selected: &[(Arc<Deployment>, SelectedWorkload)],
 ) -> crate::api::AirflowSecretBindingStatus {
-    let (workloads, shadowing) = workloads(binding, ctx, key, plan);
+    let (workloads, shadowing) = workloads(ctx, key, plan, selected);
     let previous = binding.status.clone().unwrap_or_default();
     let now = Time(Timestamp::now());
     let name = secret_name(binding);
@@ -747,18 +734,8 @@ fn live_outcome(
     binding: &str,
     want: Option<&str>,
 ) -> WorkloadStatus {
-    let annotation = crate::plan::workload::pod_annotation_key(binding);
-    let live = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(&annotation))
-        .cloned();
-    let current = match want {
-        Some(h) => live.as_deref() == Some(h),
-        None => false,
-    };
+    let live = template_annotations(d).remove(&pod_annotation_key(binding));
+    let current = want.is_some() && live.as_deref() == want;
     WorkloadStatus {
         name: w.name.clone(),
         component: w.component,
@@ -780,8 +757,9 @@ async fn write_status(
     ctx: &Context,
     key: &Key,
     plan: &BindingPlan,
+    selected: &[(Arc<Deployment>, SelectedWorkload)],
 ) -> Result<(), Error> {
-    let status = compute_status(binding, ctx, key, plan);
+    let status = compute_status(binding, ctx, key, plan, selected);
     record_entry_metrics(ctx, key, &status);
     let previous_reason = binding.status.as_ref().and_then(|s| {
         s.conditions
@@ -828,7 +806,7 @@ pub(super) async fn cleanup(
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(&key);
         state.delivery = Delivery::Release;
-        state.answered = Some((binding.metadata.generation, force_of(binding)));
+        state.answered = Some(answer_of(binding));
         let mut names = state.secret_names.clone();
         names.insert(secret_name(binding));
         names.extend(owned_secrets(ctx, binding).into_keys());
@@ -843,12 +821,12 @@ pub(super) async fn cleanup(
             .get(&key)
             .map(|s| s.secret_names.clone())
             .unwrap_or_default();
-        let annotation = crate::plan::workload::pod_annotation_key(&key.1);
+        let annotation = pod_annotation_key(&key.1);
         ctx.deployments
             .state()
             .into_iter()
             .filter(|d| d.namespace().as_deref() == Some(key.0.as_str()))
-            .filter(|d| crate::plan::workload::carries_binding(d, &names, &annotation))
+            .filter(|d| carries_binding(d, &names, &annotation))
             .map(|d| d.name_any())
             .collect()
     };
@@ -885,19 +863,7 @@ pub(super) async fn cleanup(
 async fn release_secrets(binding: &AirflowSecretBinding, ctx: &Context) -> Result<(), Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
-    let mut names: BTreeSet<String> = owned_secrets(ctx, binding).into_keys().collect();
-    names.insert(secret_name(binding));
-    for name in names {
-        let Some(s) = api.get_opt(&name).await? else {
-            continue;
-        };
-        let ours = s
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
-        if !ours {
-            continue;
-        }
+    for name in owned_secrets(ctx, binding).into_keys() {
         match binding.spec.deletion_policy {
             crate::api::DeletionPolicy::Delete => {
                 api.delete(&name, &DeleteParams::default())

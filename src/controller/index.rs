@@ -35,11 +35,9 @@ pub struct BindingState {
     /// Names of the Secrets the binding writes (its entries on Deployments refer to them).
     pub secret_names: BTreeSet<String>,
     pub resolved: Option<Resolved>,
-    /// A secret the binding reads changed version (seen by another binding's read): re-read
-    /// before the refresh interval is up.
+    /// A secret the binding reads changed version (seen by the shared view): re-read before
+    /// the refresh interval is up.
     pub stale: bool,
-    /// The force-sync value of the last plan.
-    pub planned_force: Option<Option<String>>,
     /// Consecutive failed reconciles (drives the backoff).
     pub failures: u32,
     /// Since when each env name's secret answers AccessDenied.
@@ -64,7 +62,6 @@ impl Default for BindingState {
             secret_names: BTreeSet::new(),
             resolved: None,
             stale: false,
-            planned_force: None,
             failures: 0,
             denied_since: BTreeMap::new(),
             last_good: None,
@@ -99,13 +96,11 @@ impl Index {
             .collect()
     }
 
-    /// Marks every other binding that read `secret` stale; returns them.
-    pub fn mark_readers_stale(&mut self, reader: &Key, secret: &str) -> Vec<Key> {
+    /// Marks every binding whose last read included `secret` stale (including the one that
+    /// found the change: it may have read before the change was learnt); returns them.
+    pub fn mark_readers_stale(&mut self, secret: &str) -> Vec<Key> {
         let mut out = Vec::new();
         for (key, state) in self.bindings.iter_mut() {
-            if key == reader {
-                continue;
-            }
             let reads = state
                 .resolved
                 .as_ref()

@@ -158,12 +158,7 @@ fn members(d: &Deployment, ctx: &Context) -> Vec<Member> {
                 _ => vec![],
             };
             let state = index.bindings.get(&key_of(&b));
-            let answer = (
-                b.metadata.generation,
-                b.annotations()
-                    .get(super::binding::FORCE_SYNC_ANNOTATION)
-                    .cloned(),
-            );
+            let answer = super::binding::answer_of(&b);
             let settled = state.is_some_and(|s| {
                 s.answered.as_ref() == Some(&answer)
                     || (deleting && s.delivery == Delivery::Release)
@@ -192,15 +187,9 @@ fn members(d: &Deployment, ctx: &Context) -> Vec<Member> {
 
 /// Whether the Deployment has any of the operator's annotations or first-version managers.
 fn carries_anything(d: &Deployment) -> bool {
-    let annotated = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.annotations.as_ref())
-        .is_some_and(|a| {
-            a.keys()
-                .any(|k| k.starts_with(crate::plan::workload::ROLLOUT_ANNOTATION_PREFIX))
-        });
+    let annotated = crate::plan::workload::template_annotations(d)
+        .keys()
+        .any(|k| k.starts_with(crate::plan::workload::ROLLOUT_ANNOTATION_PREFIX));
     annotated || !crate::plan::workload::legacy_managers(&d.metadata).is_empty()
 }
 

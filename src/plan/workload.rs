@@ -101,7 +101,8 @@ fn containers_of(d: &Deployment) -> &[Container] {
         .unwrap_or_default()
 }
 
-fn template_annotations(d: &Deployment) -> BTreeMap<String, String> {
+/// The pod-template annotations of a Deployment.
+pub fn template_annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.spec
         .as_ref()
         .and_then(|s| s.template.metadata.as_ref())

@@ -352,7 +352,7 @@ impl View {
         for (id, (version, fetched)) in read {
             if let Some(v) = version {
                 s.values.insert((id.clone(), v.clone()), fetched.clone());
-                s.versions.insert(id.clone(), (Some(v.clone()), now));
+                s.learn_version(id, Some(v.clone()), now);
             }
         }
     }
