@@ -75,6 +75,8 @@ struct State {
     values: HashMap<(String, String), Fetched>,
     /// Per reader: the (name, version) values it refers to, and the explicit names it checks.
     refs: HashMap<ReaderKey, HashSet<(String, String)>>,
+    /// How many readers refer to each value: a value leaves when its count reaches zero.
+    ref_counts: HashMap<(String, String), usize>,
     names: HashMap<ReaderKey, BTreeSet<String>>,
     /// Names whose values readers are waiting for.
     pending: BTreeSet<String>,
@@ -83,6 +85,34 @@ struct State {
 }
 
 impl State {
+    /// Adds to what a reader refers to.
+    fn claim<'a>(&mut self, reader: &ReaderKey, keys: impl Iterator<Item = &'a (String, String)>) {
+        let mine = self.refs.entry(reader.clone()).or_default();
+        for k in keys {
+            if mine.insert(k.clone()) {
+                *self.ref_counts.entry(k.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    /// Drops a reader's references; values no reader refers to any more leave.
+    fn release(&mut self, reader: &ReaderKey, keep: &HashSet<(String, String)>) {
+        let old = self.refs.remove(reader).unwrap_or_default();
+        for k in old.iter().filter(|k| !keep.contains(*k)) {
+            if let Some(n) = self.ref_counts.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ref_counts.remove(k);
+                    self.values.remove(k);
+                }
+            }
+        }
+        let kept: HashSet<(String, String)> = old.intersection(keep).cloned().collect();
+        if !kept.is_empty() {
+            self.refs.insert(reader.clone(), kept);
+        }
+    }
+
     /// Records a name's current version, noting a change.
     fn learn_version(&mut self, name: &str, version: Option<String>, at: Instant) {
         if let Some((before, _)) = self.versions.get(name)
@@ -290,11 +320,7 @@ impl View {
         wanted: &BTreeSet<(String, String)>,
     ) -> Result<BTreeMap<(String, String), Fetched>, ResolveError> {
         // Claimed before reading, so that another reader's cleanup cannot drop them meanwhile.
-        self.state()
-            .refs
-            .entry(reader.clone())
-            .or_default()
-            .extend(wanted.iter().cloned());
+        self.state().claim(reader, wanted.iter());
         let missing = |s: &State| -> Vec<String> {
             wanted
                 .iter()
@@ -345,13 +371,16 @@ impl View {
             .collect())
     }
 
-    /// Keeps values a direct read returned (by name), so that other readers need not read them.
+    /// Learns the versions a read returned, and keeps the values some reader has claimed.
     pub fn keep_read(&self, read: &super::calls::Read) {
         let now = Instant::now();
         let mut s = self.state();
         for (id, (version, fetched)) in read {
             if let Some(v) = version {
-                s.values.insert((id.clone(), v.clone()), fetched.clone());
+                let key = (id.clone(), v.clone());
+                if s.ref_counts.contains_key(&key) {
+                    s.values.insert(key, fetched.clone());
+                }
                 s.learn_version(id, Some(v.clone()), now);
             }
         }
@@ -360,21 +389,15 @@ impl View {
     /// Records what a reader refers to now and drops values no reader refers to.
     pub fn set_refs(&self, reader: &ReaderKey, refs: HashSet<(String, String)>) {
         let mut s = self.state();
-        s.refs.insert(reader.clone(), refs);
-        Self::collect(&mut s);
+        s.release(reader, &refs);
+        s.claim(reader, refs.iter());
     }
 
-    /// Forgets a reader (its binding was deleted).
+    /// Forgets a reader (its binding was deleted): its values and the versions only it needed.
     pub fn forget(&self, reader: &ReaderKey) {
         let mut s = self.state();
-        s.refs.remove(reader);
+        s.release(reader, &HashSet::new());
         s.names.remove(reader);
-        Self::collect(&mut s);
-    }
-
-    fn collect(s: &mut State) {
-        let live: HashSet<(String, String)> = s.refs.values().flatten().cloned().collect();
-        s.values.retain(|k, _| live.contains(k));
         let names: HashSet<String> = s.names.values().flatten().cloned().collect();
         let listed: HashSet<String> = s
             .listings
