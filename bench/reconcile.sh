@@ -13,25 +13,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 large=${1:-10000}
-"$root/tests/ground/prereqs.sh"
-eval "$("$root/tests/ground/assets.sh" all)"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-secrets-operator/target}
+# shellcheck source=bench/ground.sh
+source "$root/bench/ground.sh"
 cargo build -q --bin airflow-secrets-operator
 bin=$CARGO_TARGET_DIR/debug/airflow-secrets-operator
-
-state=$(mktemp -d "${TMPDIR:-/tmp}/aso-bench.XXXXXX")
-op_pid=
-finish() {
-  [[ -n $op_pid ]] && kill "$op_pid" 2>/dev/null || true
-  "$root/tests/ground/down.sh" "$state" --purge >/dev/null 2>&1 || true
-}
-trap finish EXIT
-"$root/tests/ground/up.sh" "$state" >/dev/null
-"$root/tests/ground/operator-rbac.sh" "$state" >/dev/null
-# shellcheck disable=SC1091
-source "$state/env"
-k() { "$ASO_KUBECTL" "$@"; }
-py="$ASO_MOTO_VENV/bin/python"
 
 # Sum of apiserver_request_total per "VERB resource[/subresource]" for our resources.
 requests() {

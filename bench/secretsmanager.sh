@@ -16,26 +16,11 @@ cd "$root"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(100 1000)
 interval=20
-"$root/tests/ground/prereqs.sh"
-eval "$("$root/tests/ground/assets.sh" all)"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-secrets-operator/target}
+# shellcheck source=bench/ground.sh
+source "$root/bench/ground.sh"
 # The static release binary the image ships (tests/image.sh builds the same).
 cargo build -q --release --locked --target x86_64-unknown-linux-musl --bin airflow-secrets-operator
 bin=$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/airflow-secrets-operator
-
-state=$(mktemp -d "${TMPDIR:-/tmp}/aso-bench-sm.XXXXXX")
-op_pid=
-finish() {
-  [[ -n $op_pid ]] && kill "$op_pid" 2>/dev/null || true
-  "$root/tests/ground/down.sh" "$state" --purge >/dev/null 2>&1 || true
-}
-trap finish EXIT
-"$root/tests/ground/up.sh" "$state" >/dev/null
-"$root/tests/ground/operator-rbac.sh" "$state" >/dev/null
-# shellcheck disable=SC1091
-source "$state/env"
-k() { "$ASO_KUBECTL" "$@"; }
-py="$ASO_MOTO_VENV/bin/python"
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 now() { date +%s.%N; }
