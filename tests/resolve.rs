@@ -224,13 +224,16 @@ fn reader(name: &str, max_age_ms: u64) -> Reader {
     }
 }
 
-/// 30 bindings with one explicit connection each, their secrets under one prefix: after the
-/// first sync, an idle refresh of all of them is one listing of that prefix and reads no value;
-/// one rotation is one listing and exactly one value read.
-#[tokio::test]
-async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_version() {
+/// 30 secrets `<prefix>/conns/cNN` and a one-connection binding spec for each.
+async fn thirty_one_connection_bindings(
+    test: &str,
+) -> (
+    aws_sdk_secretsmanager::Client,
+    String,
+    Vec<AirflowSecretBindingSpec>,
+) {
     let aws = secrets_manager().await;
-    let p = format!("view-explicit-{}", std::process::id());
+    let p = format!("{test}-{}", std::process::id());
     for i in 0..30 {
         put_secret(
             &aws,
@@ -239,8 +242,7 @@ async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_versio
         )
         .await;
     }
-    let sm = SecretsManager::from_env().await;
-    let specs: Vec<_> = (0..30)
+    let specs = (0..30)
         .map(|i| {
             spec(json!({
                 "connections": [{"connId": format!("c{i:02}"), "secretId": format!("{p}/conns/c{i:02}")}],
@@ -248,6 +250,16 @@ async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_versio
             }))
         })
         .collect();
+    (aws, p, specs)
+}
+
+/// 30 bindings with one explicit connection each, their secrets under one prefix: after the
+/// first sync, an idle refresh of all of them is one listing of that prefix and reads no value;
+/// one rotation is one listing and exactly one value read.
+#[tokio::test]
+async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_version() {
+    let (aws, p, specs) = thirty_one_connection_bindings("view-explicit").await;
+    let sm = SecretsManager::from_env().await;
     let first = resolve_all(&sm, &specs).await;
     assert!(
         first
@@ -341,25 +353,8 @@ async fn discovery_listings_are_shared_and_single_flight() {
 /// 30 bindings with one connection each need a handful of BatchGetSecretValue calls, not 30.
 #[tokio::test]
 async fn concurrent_first_syncs_share_value_reads() {
-    let aws = secrets_manager().await;
-    let p = format!("view-concurrent-{}", std::process::id());
-    for i in 0..30 {
-        put_secret(
-            &aws,
-            &format!("{p}/conns/c{i:02}"),
-            &format!("postgres://h/{i}"),
-        )
-        .await;
-    }
+    let (_, _, specs) = thirty_one_connection_bindings("view-concurrent").await;
     let sm = SecretsManager::from_env().await;
-    let specs: Vec<_> = (0..30)
-        .map(|i| {
-            spec(json!({
-                "connections": [{"connId": format!("c{i:02}"), "secretId": format!("{p}/conns/c{i:02}")}],
-                "target": {"injection": "SecretOnly"}
-            }))
-        })
-        .collect();
     let readers: Vec<Reader> = (0..30).map(|i| reader(&format!("c{i}"), 60_000)).collect();
     let none = DiscoveryPatterns::default();
     let results = futures::future::join_all(
