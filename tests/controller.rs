@@ -707,7 +707,10 @@ async fn secrets_manager_outage_keeps_the_secret_and_recovers() {
     eventually("recovered", T, || async {
         let (s, _) = ready_reason(&client, &ns, "outage").await?;
         let d = secret_text(&client, &ns, "outage-airflow").await?;
-        (s == "True" && d["AIRFLOW_CONN_DB"] == "postgres://h/db2").then_some(())
+        // A refresh may find the restarted emulator still empty (the entry is then not found
+        // for a moment): wait for the value itself.
+        (s == "True" && d.get("AIRFLOW_CONN_DB").map(String::as_str) == Some("postgres://h/db2"))
+            .then_some(())
     })
     .await;
     delete_namespace(&client, &ns).await;
