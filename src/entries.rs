@@ -25,4 +25,9 @@ pub enum Fetched {
     BinaryOnly,
     /// Not found, access denied, other error, or invalid: with a message that has no value in it.
     Problem(EntryState, String),
+    /// Not read: the managed Secret holds this version's converted value already
+    /// ([`crate::plan::held`]).
+    Held,
+    /// A held value as the managed Secret has it: already converted the way Airflow reads it.
+    Converted(String),
 }

@@ -602,3 +602,120 @@ async fn upgrade_from_the_first_version_rolls_nothing_and_leaves_no_old_manager(
     }
     delete_namespace(&client, &ns).await;
 }
+
+/// An operator restart reads no value that the managed Secrets hold for the versions Secrets
+/// Manager shows (only the entry that is not in a Secret is read again), writes no Secret or
+/// Deployment, and rolls nothing; a rotation after the restart still lands.
+#[tokio::test]
+async fn a_restart_reads_only_what_the_secrets_do_not_hold_and_writes_nothing() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "rec-restart").await;
+    helm_install_agent(&ns, "astro-agent", AGENTS);
+    let sm = secrets_manager().await;
+    let p = format!("rec-restart-{ns}/connections");
+    for i in 0..10 {
+        put_secret(&sm, &format!("{p}/c{i:02}"), &format!("postgres://h/{i}")).await;
+    }
+    // Airflow reads SecretString only: this entry is reported, never in a Secret.
+    sm.create_secret()
+        .name(format!("{p}/binary"))
+        .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let target = json!({"workloads": {"helmRelease": "astro-agent"}});
+    let mut names = vec!["disco".to_string()];
+    let op = Operator::start(&ns);
+    for i in 0..10 {
+        let spec = json!({
+            "connections": [{"connId": format!("c{i:02}"), "secretId": format!("{p}/c{i:02}")}],
+            "target": target, "refreshInterval": "3s"
+        });
+        apply_binding(&client, &ns, binding(&format!("b{i:02}"), spec)).await;
+        names.push(format!("b{i:02}"));
+    }
+    let spec = json!({
+        "discovery": {"connectionsPrefix": p, "sep": "/"},
+        // The same connections as b00…b09: delivered as a Secret only, not to the agents.
+        "target": {"injection": "SecretOnly", "secretName": "disco-airflow"},
+        "refreshInterval": "3s"
+    });
+    apply_binding(&client, &ns, binding("disco", spec)).await;
+    for n in &names {
+        eventually(&format!("{n} Ready"), T, || ready(&client, &ns, n)).await;
+    }
+    op.quiet().await;
+    let snapshot = |client: Client, ns: String| async move {
+        let mut v = BTreeMap::new();
+        for s in Api::<Secret>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .unwrap()
+        {
+            v.insert(format!("secret/{}", s.name_any()), s.resource_version());
+        }
+        for d in TARGETED {
+            let n = replicasets(&client, &ns, d).await.len();
+            v.insert(format!("replicasets/{d}"), Some(n.to_string()));
+        }
+        v
+    };
+    let before = snapshot(client.clone(), ns.clone()).await;
+    drop(op);
+
+    let restarted = k8s_openapi::jiff::Timestamp::now();
+    let op = Operator::start(&ns);
+    for n in &names {
+        eventually(&format!("{n} read after the restart"), T, || async {
+            let s = binding_status(&client, &ns, n).await?;
+            let at: k8s_openapi::jiff::Timestamp = s.last_sync_time?.parse().ok()?;
+            (at > restarted).then_some(())
+        })
+        .await;
+    }
+    // Two more refreshes.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let batch = r#"airflow_secrets_secretsmanager_calls_total{operation="BatchGetSecretValue",outcome="success"}"#;
+    let list =
+        r#"airflow_secrets_secretsmanager_calls_total{operation="ListSecrets",outcome="success"}"#;
+    let bytes = "airflow_secrets_secretsmanager_value_bytes_total";
+    println!(
+        "after the restart: {} BatchGetSecretValue, {} ListSecrets, {} value bytes",
+        op.metric(batch),
+        op.metric(list),
+        op.metric(bytes)
+    );
+    assert_eq!(
+        op.metric(batch),
+        1.0,
+        "one read: the binary-only secret, which no Secret holds"
+    );
+    assert_eq!(op.metric(bytes), 0.0, "no value moved");
+    assert_eq!(
+        snapshot(client.clone(), ns.clone()).await,
+        before,
+        "the restart wrote no Secret and rolled nothing"
+    );
+    for n in &names {
+        assert!(ready(&client, &ns, n).await.is_some(), "{n} Ready");
+    }
+
+    // A rotation after the restart lands in both bindings that read the secret.
+    put_secret(&sm, &format!("{p}/c03"), "postgres://h/rotated").await;
+    for (secret, key) in [
+        ("b03-airflow", "AIRFLOW_CONN_C03"),
+        ("disco-airflow", "AIRFLOW_CONN_C03"),
+    ] {
+        eventually(&format!("{secret} rotated"), T, || async {
+            let d = secret_text(&client, &ns, secret).await?;
+            (d[key] == "postgres://h/rotated").then_some(())
+        })
+        .await;
+    }
+    let d = secret_text(&client, &ns, "disco-airflow").await.unwrap();
+    assert_eq!(d["AIRFLOW_CONN_C04"], "postgres://h/4", "the rest is held");
+    assert!(!d.contains_key("AIRFLOW_CONN_BINARY"));
+    drop(op);
+    delete_namespace(&client, &ns).await;
+}

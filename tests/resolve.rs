@@ -4,10 +4,15 @@
 mod support;
 
 use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
-use airflow_secrets_operator::entries::Fetched;
+use airflow_secrets_operator::entries::{Fetched, ResolvedEntry};
 use airflow_secrets_operator::secretsmanager::{DiscoveryPatterns, Reader, SecretsManager};
 use serde_json::json;
 use support::*;
+
+/// Nothing is held: every located value is read.
+fn read_all(e: &[ResolvedEntry]) -> Vec<bool> {
+    vec![false; e.len()]
+}
 
 fn spec(v: serde_json::Value) -> AirflowSecretBindingSpec {
     serde_json::from_value(v).expect("spec")
@@ -125,7 +130,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
     };
 
     let first = sm
-        .resolve_for(&reader, &s, &patterns)
+        .resolve_for(&reader, &s, &patterns, &read_all)
         .await
         .expect("resolve");
     let conns: Vec<&str> = first
@@ -147,7 +152,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
 
     // Nothing changed: listing only, no value read.
     let second = sm
-        .resolve_for(&reader, &s, &patterns)
+        .resolve_for(&reader, &s, &patterns, &read_all)
         .await
         .expect("resolve");
     assert_eq!(second, first);
@@ -170,7 +175,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         .await
         .unwrap();
     let third = sm
-        .resolve_for(&reader, &s, &patterns)
+        .resolve_for(&reader, &s, &patterns, &read_all)
         .await
         .expect("resolve");
     assert_eq!(calls(&sm)[1], c[1] + 1);
@@ -182,6 +187,47 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
             .filter(|e| e.outcome != first.iter().find(|f| f.name == e.name).unwrap().outcome)
             .count(),
         1
+    );
+
+    // Held values are not read; the rest are.
+    let c3 = calls(&sm);
+    let all_but_prod_001 = |e: &[ResolvedEntry]| -> Vec<bool> {
+        e.iter()
+            .map(|e| e.name != "prod_001" && matches!(e.outcome, Fetched::Held))
+            .collect()
+    };
+    let held = sm
+        .resolve_for(&reader, &s, &patterns, &all_but_prod_001)
+        .await
+        .expect("resolve");
+    assert_eq!(calls(&sm)[1], c3[1], "prod_001's value is still cached");
+    assert_eq!(
+        held.iter()
+            .filter(|e| !matches!(e.outcome, Fetched::Held))
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["prod_001"]
+    );
+    // The cache keeps only what the reader still reads: held values leave it.
+    assert_eq!(sm.cache_sizes().2, 1);
+
+    // A forced sync reads every discovered value directly (a listing may lag).
+    let forced = Reader {
+        direct: true,
+        ..reader.clone()
+    };
+    let again = sm
+        .resolve_for(&forced, &s, &patterns, &read_all)
+        .await
+        .expect("resolve");
+    assert_eq!(
+        calls(&sm)[1],
+        c3[1] + 2,
+        "26 values, direct, in chunks of 20"
+    );
+    assert_eq!(
+        again.iter().find(|e| e.name == "prod_007").unwrap().outcome,
+        Fetched::Value("postgres://rotated".into())
     );
 }
 
@@ -208,7 +254,7 @@ async fn resolve_all(
     for (i, s) in specs.iter().enumerate() {
         let r = reader(&format!("b{i}"), 1500);
         out.push(
-            sm.resolve_for(&r, s, &DiscoveryPatterns::default())
+            sm.resolve_for(&r, s, &DiscoveryPatterns::default(), &read_all)
                 .await
                 .expect("resolve"),
         );
@@ -336,8 +382,12 @@ async fn discovery_listings_are_shared_and_single_flight() {
     }));
     let none = DiscoveryPatterns::default();
     let readers: Vec<Reader> = (0..10).map(|i| reader(&format!("d{i}"), 60_000)).collect();
-    let results =
-        futures::future::join_all(readers.iter().map(|r| sm.resolve_for(r, &s, &none))).await;
+    let results = futures::future::join_all(
+        readers
+            .iter()
+            .map(|r| sm.resolve_for(r, &s, &none, &read_all)),
+    )
+    .await;
     for r in &results {
         assert_eq!(r.as_ref().expect("resolve").len(), 150);
     }
@@ -361,7 +411,7 @@ async fn concurrent_first_syncs_share_value_reads() {
         readers
             .iter()
             .zip(&specs)
-            .map(|(r, s)| sm.resolve_for(r, s, &none)),
+            .map(|(r, s)| sm.resolve_for(r, s, &none, &read_all)),
     )
     .await;
     for (i, r) in results.iter().enumerate() {

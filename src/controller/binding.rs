@@ -27,6 +27,7 @@ use crate::metrics::{BindingLabels, EntryLabels};
 use crate::plan::backend;
 use crate::plan::binding::{BindingInput, BindingPlan, Problem, Read, plan_binding, verdict};
 use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of};
+use crate::plan::held::{self, SOURCE_DIGEST_ANNOTATION};
 use crate::plan::select::{SelectedWorkload, select_workloads};
 use crate::plan::status::{self, ALL_STATES, StatusInput};
 use crate::plan::workload::{
@@ -224,15 +225,35 @@ async fn observe(
         return Read::Entries(entries);
     }
     // A forced sync reads explicit entries directly and lists anew; otherwise what the shared
-    // view learnt within the interval serves.
+    // view learnt within the interval serves, and values the managed Secret holds for the
+    // current versions are not read again.
     let reader = Reader {
         key: key.clone(),
         max_age: if forced { Duration::ZERO } else { interval },
         direct: forced,
     };
+    let holding = if forced {
+        None
+    } else {
+        holding(binding, ctx, key).await
+    };
+    let words = binding
+        .spec
+        .discovery
+        .as_ref()
+        .map(|d| d.extra_conn_words.clone())
+        .unwrap_or_default();
+    let conversion = held::Conversion {
+        injection: binding.spec.target.injection,
+        extra_conn_words: &words,
+    };
+    let held = |entries: &[ResolvedEntry]| match &holding {
+        Some((digest, data)) => held::held(entries, digest, data, conversion),
+        None => vec![false; entries.len()],
+    };
     match ctx
         .secrets_manager
-        .resolve_for(&reader, &binding.spec, patterns)
+        .resolve_for(&reader, &binding.spec, patterns, &held)
         .await
     {
         Ok(entries) => {
@@ -256,6 +277,37 @@ async fn observe(
         }
         Err(e) => Read::Failed(e.to_string()),
     }
+}
+
+/// What the managed Secrets hold and the digest of the reads behind it: from memory, or after a
+/// restart from the Secrets themselves (their digest annotation, then their data).
+async fn holding(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+) -> Option<(String, Arc<BTreeMap<String, String>>)> {
+    {
+        let index = ctx.index.lock().expect("index");
+        if let Some(s) = index.bindings.get(key)
+            && let (Some(d), Some(data)) = (&s.last_digest, &s.last_good)
+        {
+            return Some((d.clone(), data.clone()));
+        }
+    }
+    let digests: BTreeSet<Option<String>> = owned_secrets(ctx, binding)
+        .values()
+        .map(|s| s.annotations().get(SOURCE_DIGEST_ANNOTATION).cloned())
+        .collect();
+    let digest = match digests.len() {
+        1 => digests.into_iter().next().flatten()?,
+        _ => return None,
+    };
+    let data = Arc::new(read_secret_data(binding, ctx).await.ok()?);
+    let mut index = ctx.index.lock().expect("index");
+    let state = index.binding(key);
+    state.last_good = Some(data.clone());
+    state.last_digest = Some(digest.clone());
+    Some((digest, data))
 }
 
 /// Stores a successful read.
@@ -315,10 +367,10 @@ async fn plan(
             state.foreign_secret.take(),
         )
     };
-    let needs_last_good = matches!(&read, Read::Entries(e) if e.iter().any(|e| matches!(e.outcome, Fetched::Problem(EntryState::AccessDenied | EntryState::Error, _))));
+    let needs_last_good = matches!(&read, Read::Entries(e) if e.iter().any(|e| matches!(e.outcome, Fetched::Held | Fetched::Problem(EntryState::AccessDenied | EntryState::Error, _))));
     let last_good = match last_good {
         Some(l) => Some(l),
-        None if needs_last_good => Some(read_secret_data(binding, ctx).await?),
+        None if needs_last_good => Some(Arc::new(read_secret_data(binding, ctx).await?)),
         None => None,
     };
     Ok(plan_binding(BindingInput {
@@ -326,7 +378,7 @@ async fn plan(
         secret_name: secret_name(binding),
         read,
         pattern_problems,
-        last_good: last_good.as_ref(),
+        last_good: last_good.as_deref(),
         denied_too_long: &denied_too_long,
         foreign_secret: foreign,
         forced,
@@ -378,7 +430,7 @@ async fn write_secrets(
                 .and_then(|s| s.secret_versions.get(&part.name).cloned())
         };
         if let Some(current) = current
-            && up_to_date(current, binding, &content.content_hash, known.as_deref())
+            && up_to_date(current, binding, content, known.as_deref())
         {
             if known.is_none() {
                 remember_version(ctx, key, &part.name, current.resource_version());
@@ -410,7 +462,10 @@ async fn write_secrets(
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(key);
         state.foreign_secret = None;
-        state.last_good = Some(content.parts.iter().flat_map(|p| p.data.clone()).collect());
+        state.last_good = Some(Arc::new(
+            content.parts.iter().flat_map(|p| p.data.clone()).collect(),
+        ));
+        state.last_digest = Some(content.source_digest.clone());
     }
     for (part, created) in wrote {
         let verb = if created { "Created" } else { "Updated" };
@@ -446,19 +501,17 @@ fn remember_version(ctx: &Context, key: &Key, name: &str, rv: Option<String>) {
     }
 }
 
-/// Whether a cached managed Secret already holds the content: same hash, our labels, no
+/// Whether a cached managed Secret already holds the content: same hashes, our labels, no
 /// first-version field manager, and nobody else wrote it since we did.
 fn up_to_date(
     current: &kube::core::PartialObjectMeta<Secret>,
     binding: &AirflowSecretBinding,
-    hash: &str,
+    content: &Content,
     known_version: Option<&str>,
 ) -> bool {
-    current
-        .annotations()
-        .get(HASH_ANNOTATION)
-        .map(String::as_str)
-        == Some(hash)
+    let annotation = |k: &str| current.annotations().get(k).map(String::as_str);
+    annotation(HASH_ANNOTATION) == Some(&content.content_hash)
+        && annotation(SOURCE_DIGEST_ANNOTATION) == Some(&content.source_digest)
         && current.labels().get(BINDING_LABEL) == Some(&binding.name_any())
         && legacy_managers(&current.metadata).is_empty()
         && known_version.is_none_or(|v| current.resource_version().as_deref() == Some(v))
@@ -480,10 +533,13 @@ fn secret_object(binding: &AirflowSecretBinding, part: &SecretPart, content: &Co
                 (MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
                 (BINDING_LABEL.to_string(), binding.name_any()),
             ])),
-            annotations: Some(BTreeMap::from([(
-                HASH_ANNOTATION.to_string(),
-                content.content_hash.clone(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                (HASH_ANNOTATION.to_string(), content.content_hash.clone()),
+                (
+                    SOURCE_DIGEST_ANNOTATION.to_string(),
+                    content.source_digest.clone(),
+                ),
+            ])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },

@@ -2,6 +2,7 @@
 //! and what each Deployment carries. Plain data, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::jiff::Timestamp;
@@ -44,7 +45,9 @@ pub struct BindingState {
     pub denied_since: BTreeMap<String, Instant>,
     /// Data last written to the managed Secrets (key → value), for keeping the last good value
     /// of an entry that fails transiently.
-    pub last_good: Option<BTreeMap<String, String>>,
+    pub last_good: Option<Arc<BTreeMap<String, String>>>,
+    /// Digest of the reads behind `last_good` ([`crate::plan::held`]).
+    pub last_digest: Option<String>,
     /// Resource version of each managed Secret after our last write (or when first seen): a
     /// different one means someone else changed it.
     pub secret_versions: BTreeMap<String, String>,
@@ -65,6 +68,7 @@ impl Default for BindingState {
             failures: 0,
             denied_since: BTreeMap::new(),
             last_good: None,
+            last_digest: None,
             secret_versions: BTreeMap::new(),
             foreign_secret: None,
             targets: BTreeSet::new(),

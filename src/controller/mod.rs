@@ -135,6 +135,19 @@ fn slim(d: &mut Deployment) {
     });
 }
 
+/// Polls a watch stream on its own task, so that its cache fills whatever the controller that
+/// consumes its events is busy with, and hands the events on.
+fn on_own_task<T: Send + 'static>(
+    events: impl futures::Stream<Item = T> + Send + 'static,
+) -> impl futures::Stream<Item = T> {
+    let (tx, rx) = unbounded();
+    tokio::spawn(events.for_each(move |e| {
+        let _ = tx.unbounded_send(e);
+        futures::future::ready(())
+    }));
+    rx
+}
+
 /// Runs both controllers until the process is asked to stop. `namespace` limits them to one
 /// namespace; `None` watches all. Call [`ensure_crd`] first.
 pub async fn run(
@@ -153,6 +166,7 @@ pub async fn run(
     .modify(slim)
     .reflect(deploy_writer)
     .applied_objects();
+    let deployments = on_own_task(deployments);
     let (secret_reader, secret_writer) = reflector::store();
     let owned_secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(&client, ns),
@@ -161,6 +175,11 @@ pub async fn run(
     .default_backoff()
     .reflect(secret_writer)
     .touched_objects();
+    let owned_secrets = on_own_task(owned_secrets);
+    // Plans read these caches: they must be complete before the first reconcile (an empty one
+    // would look like Secrets to create and values to read again after every restart).
+    deploy_reader.wait_until_ready().await?;
+    secret_reader.wait_until_ready().await?;
     let (to_workloads, workload_triggers) = unbounded();
     let (to_bindings, binding_triggers) = unbounded();
     let bindings = Controller::new(

@@ -8,8 +8,9 @@ use crate::api::{
     AirflowSecretBinding, EntryState, EntryStatus, Injection, MassDeletionPolicy, WorkloadState,
     WorkloadStatus,
 };
-use crate::entries::ResolvedEntry;
-use crate::plan::content::{self, Content};
+use crate::entries::{Fetched, ResolvedEntry};
+use crate::plan::content::{self, Content, env_name_of, secret_key_for};
+use crate::plan::held;
 use crate::plan::status::{Verdict, reason};
 use crate::plan::workload::Delivery;
 
@@ -82,7 +83,13 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
         .map(|d| d.extra_conn_words.clone())
         .unwrap_or_default();
     let injection = spec.target.injection;
+    let conversion = held::Conversion {
+        injection,
+        extra_conn_words: &words,
+    };
+    let resolved = take_held(resolved, input.last_good);
     let mut desired = content::desired_secret(&resolved, injection, &words);
+    carry_warnings(binding, &resolved, &mut desired.entries);
     if let Some(previous) = input.last_good {
         content::keep_last_good(&mut desired, previous, input.denied_too_long);
     }
@@ -113,12 +120,30 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
             }),
         };
     }
-    let content = content::split(desired, &input.secret_name);
+    let source_digest = held::digest_of_content(&resolved, &desired.entries, conversion);
+    let mut content = content::split(desired, &input.secret_name);
+    content.source_digest = source_digest;
+    let delivery = delivery_of(spec, &content, env_bytes);
+    BindingPlan {
+        content: Some(content),
+        delivery,
+        entries: Some(entries),
+        problem: None,
+    }
+}
+
+/// What the binding hands its Deployments for this content.
+fn delivery_of(
+    spec: &crate::api::AirflowSecretBindingSpec,
+    content: &Content,
+    env_bytes: usize,
+) -> Delivery {
+    let injection = spec.target.injection;
     let rollout_hash = spec
         .target
         .rollout_on_change
         .then(|| content.content_hash.clone());
-    let delivery = match injection {
+    match injection {
         Injection::SecretOnly => Delivery::Release,
         Injection::Env => Delivery::Inject {
             env: content.env.clone(),
@@ -132,12 +157,47 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
             rollout_hash,
             env_bytes,
         },
+    }
+}
+
+/// Held entries take their converted value from the managed Secret's data.
+fn take_held(
+    mut resolved: Vec<ResolvedEntry>,
+    data: Option<&BTreeMap<String, String>>,
+) -> Vec<ResolvedEntry> {
+    for e in resolved.iter_mut() {
+        if matches!(e.outcome, Fetched::Held)
+            && let Some(v) = data.and_then(|d| d.get(&secret_key_for(&env_name_of(e))))
+        {
+            e.outcome = Fetched::Converted(v.clone());
+        }
+    }
+    resolved
+}
+
+/// A held value was not converted now, so its conversion warnings come from the status line
+/// written when it was (same entry, same version).
+fn carry_warnings(
+    binding: &AirflowSecretBinding,
+    resolved: &[ResolvedEntry],
+    statuses: &mut [EntryStatus],
+) {
+    let Some(before) = binding.status.as_ref().map(|s| &s.entries) else {
+        return;
     };
-    BindingPlan {
-        content: Some(content),
-        delivery,
-        entries: Some(entries),
-        problem: None,
+    for (e, s) in resolved.iter().zip(statuses.iter_mut()) {
+        if !matches!(e.outcome, Fetched::Converted(_)) || s.state != EntryState::Synced {
+            continue;
+        }
+        s.message = before
+            .iter()
+            .find(|b| {
+                b.kind == s.kind
+                    && b.name == s.name
+                    && b.version_id == s.version_id
+                    && b.state == EntryState::Synced
+            })
+            .and_then(|b| b.message.clone());
     }
 }
 

@@ -50,10 +50,17 @@ fn convert(
                 "the secret holds SecretBinary only; Airflow reads SecretString and treats it as not found".into(),
             ));
         }
-        Fetched::Value(secret) => secret,
+        Fetched::Held => {
+            return Err((
+                EntryState::Error,
+                "the value was not read; it is read again at the next refresh".into(),
+            ));
+        }
+        Fetched::Value(secret) | Fetched::Converted(secret) => secret,
     };
     check_env_name(env_name).map_err(|e| (EntryState::Unrepresentable, e.to_string()))?;
     let converted = match entry.kind {
+        _ if matches!(entry.outcome, Fetched::Converted(_)) => Ok((secret.clone(), vec![])),
         EntryKind::Connection => {
             connection_value(secret, extra_conn_words).map(|c| (c.value, c.warnings))
         }
@@ -312,6 +319,8 @@ pub struct Content {
     /// upgrade rolls nothing.
     pub content_hash: String,
     pub entries: Vec<EntryStatus>,
+    /// Digest of the reads behind the data ([`crate::plan::held`]), written with each part.
+    pub source_digest: String,
 }
 
 /// Name of part `index` of the managed Secret `base`: `base`, `base-2`, `base-3`, …
@@ -376,6 +385,7 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
         env,
         content_hash,
         entries: desired.entries,
+        source_digest: String::new(),
     }
 }
 

@@ -214,21 +214,66 @@ impl SecretsManager {
             max_age: Duration::ZERO,
             direct: true,
         };
-        let out = self.resolve_for(&reader, spec, patterns).await;
+        let out = self
+            .resolve_for(&reader, spec, patterns, &|e| vec![false; e.len()])
+            .await;
         self.forget(&reader.key, &spec.source).await;
         out
     }
 
     /// Resolves every entry of a binding through its source's shared view: explicit entries
-    /// first (in spec order), then discovered ones (sorted by id).
+    /// first (in spec order), then discovered ones (sorted by id). First every entry's current
+    /// version is located (listings, version checks, direct reads); `held` then says which
+    /// located entries the caller already holds for exactly that version: those stay
+    /// [`Fetched::Held`] and are not read.
     pub async fn resolve_for(
         &self,
         reader: &Reader,
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
+        held: &(dyn Fn(&[ResolvedEntry]) -> Vec<bool> + Sync),
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
         let view = self.view(&spec.source).await;
-        let discovered = self.discover(&view, reader, spec, patterns).await?;
+        let mut out = self.locate(&view, reader, spec, patterns).await?;
+        let keep = held(&out);
+        let unread = |e: &ResolvedEntry| matches!(e.outcome, Fetched::Held);
+        let pairs: BTreeSet<(String, String)> = out
+            .iter()
+            .zip(keep.iter().chain(std::iter::repeat(&false)))
+            .filter(|(e, k)| !**k && unread(e))
+            .filter_map(|(e, _)| Some((e.secret_id.clone(), e.version_id.clone()?)))
+            .collect();
+        let values = view.values(&self.calls, &reader.key, &pairs).await?;
+        view.set_refs(&reader.key, pairs.iter().cloned().collect::<HashSet<_>>());
+        for (e, k) in out
+            .iter_mut()
+            .zip(keep.into_iter().chain(std::iter::repeat(false)))
+        {
+            if k || !unread(e) {
+                continue;
+            }
+            let v = e.version_id.clone().unwrap_or_default();
+            e.outcome = values
+                .get(&(e.secret_id.clone(), v))
+                .cloned()
+                .unwrap_or(Fetched::Problem(
+                    EntryState::Error,
+                    "the secret has no current version".into(),
+                ));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of a spec with its current version; values are not read ([`Fetched::Held`]),
+    /// except for entries a listing cannot serve (read directly) and names not found.
+    async fn locate(
+        &self,
+        view: &View,
+        reader: &Reader,
+        spec: &AirflowSecretBindingSpec,
+        patterns: &DiscoveryPatterns,
+    ) -> Result<Vec<ResolvedEntry>, ResolveError> {
+        let discovered = self.discover(view, reader, spec, patterns).await?;
         let wanted = wanted(spec);
         let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) = wanted.iter().partition(|w| {
             !reader.direct && is_current(&w.version) && !w.secret_id.starts_with("arn:")
@@ -246,29 +291,14 @@ impl SecretsManager {
             }
             Err(e) => return Err(e),
         };
-        let mut pairs: BTreeSet<(String, String)> = discovered
-            .iter()
-            .filter_map(|(_, _, l)| Some((l.name.clone(), l.current_version.clone()?)))
-            .collect();
-        pairs.extend(
-            versions
-                .iter()
-                .filter_map(|(n, v)| Some((n.clone(), v.clone()?))),
-        );
-        let values = view.values(&self.calls, &reader.key, &pairs).await?;
-        let direct_read = self.read_direct(&view, &direct).await?;
-        view.set_refs(&reader.key, pairs.iter().cloned().collect::<HashSet<_>>());
-
+        let direct_read = self.read_direct(view, &direct).await?;
         let mut out = Vec::new();
         for w in &wanted {
             let direct_key = (w.secret_id.clone(), w.version.clone());
             let (version_id, outcome) = match direct_read.get(&direct_key) {
                 Some(r) if direct.iter().any(|d| std::ptr::eq(*d, w)) => r.clone(),
                 _ => match versions.get(&w.secret_id).cloned().flatten() {
-                    Some(v) => {
-                        let value = values[&(w.secret_id.clone(), v.clone())].clone();
-                        (Some(v), value)
-                    }
+                    Some(v) => (Some(v), Fetched::Held),
                     None => (None, calls::problem("ResourceNotFoundException")),
                 },
             };
@@ -281,22 +311,40 @@ impl SecretsManager {
                 outcome,
             });
         }
+        // A forced sync reads the discovered secrets' current values too: a listing may lag.
+        let names: Vec<String> = discovered.iter().map(|(_, _, l)| l.name.clone()).collect();
+        let fresh = if reader.direct && !names.is_empty() {
+            let read = view.api(&self.calls).batch_get(&names).await?;
+            view.keep_read(&read);
+            read
+        } else {
+            calls::Read::new()
+        };
         for (kind, id, l) in discovered {
-            let v = l.current_version.clone().unwrap_or_default();
-            let outcome =
-                values
-                    .get(&(l.name.clone(), v.clone()))
-                    .cloned()
-                    .unwrap_or(Fetched::Problem(
-                        EntryState::Error,
-                        "the secret has no current version".into(),
-                    ));
+            if let Some((version_id, outcome)) = fresh.get(&l.name).cloned() {
+                out.push(ResolvedEntry {
+                    kind,
+                    name: id,
+                    config: None,
+                    secret_id: l.name,
+                    version_id,
+                    outcome,
+                });
+                continue;
+            }
+            let outcome = match l.current_version {
+                Some(_) => Fetched::Held,
+                None => Fetched::Problem(
+                    EntryState::Error,
+                    "the secret has no current version".into(),
+                ),
+            };
             out.push(ResolvedEntry {
                 kind,
                 name: id,
                 config: None,
                 secret_id: l.name,
-                version_id: Some(v),
+                version_id: l.current_version,
                 outcome,
             });
         }
