@@ -66,6 +66,9 @@ pub const GROUP: &str = "airflow-secrets.io";
 #[x_kube(validation = Rule::new(
     "(has(self.mode) && self.mode == 'Backend') || has(self.discovery) || (has(self.connections) && size(self.connections) > 0) || (has(self.variables) && size(self.variables) > 0) || (has(self.config) && size(self.config) > 0)"
 ).message("the binding selects nothing: give connections, variables, config or discovery"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.mode) || self.mode != 'Backend' || !has(self.target.injection) || self.target.injection != 'KubernetesBackend'"
+).message("mode Backend configures Airflow's SecretsManagerBackend, injection KubernetesBackend its KubernetesSecretsBackend: choose one").field_path(".target.injection"))]
 #[serde(rename_all = "camelCase")]
 pub struct AirflowSecretBindingSpec {
     /// Where the secrets live: AWS region, optional role to assume, optional endpoint.
@@ -352,6 +355,13 @@ pub struct Target {
     /// `secretKeyRef` per value and never touches entries it does not own; `EnvFrom` adds one
     /// `envFrom` entry for the whole Secret (`envFrom` is an atomic list: use it only where no one
     /// else sets `envFrom`); `SecretOnly` writes the Secret and touches no workload.
+    /// `KubernetesBackend` writes one Secret per connection and variable, labelled and keyed the
+    /// way Airflow's `KubernetesSecretsBackend` (apache-airflow-providers-cncf-kubernetes) looks
+    /// them up (`airflow.apache.org/connection-id` / `variable-key`, data key `value`), points
+    /// the workloads' `[secrets] backend` and `[workers] secrets_backend` at that backend in this
+    /// namespace, and grants their ServiceAccounts `list` on Secrets here: a rotation updates one
+    /// Secret and restarts nothing (the agents read it at their next lookup). Config entries are
+    /// injected as env (Airflow reads its config at start).
     #[serde(default)]
     pub injection: Injection,
 
@@ -415,6 +425,7 @@ pub enum Injection {
     Env,
     EnvFrom,
     SecretOnly,
+    KubernetesBackend,
 }
 
 /// Materialise values or configure Airflow's backend.

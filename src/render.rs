@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::{AirflowSecretBinding, EntryState, EntryStatus, Injection, Mode};
-use crate::plan::{backend, content, select};
+use crate::plan::{backend, content, labelled, select};
 use crate::secretsmanager::{DiscoveryPatterns, ResolveError, SecretsManager};
 
 /// A file that could not be read as bindings: names the file, the line and the field.
@@ -148,11 +148,17 @@ pub async fn render(
     deployments: Option<&[Deployment]>,
 ) -> Result<Rendered, ResolveError> {
     let (patterns, problems) = DiscoveryPatterns::compile(&binding.spec);
-    let entries = if binding.spec.mode == Mode::Backend {
+    let mut entries = if binding.spec.mode == Mode::Backend {
         backend::backend_entries(&binding.spec)
     } else {
         sm.resolve(&binding.spec, &patterns).await?
     };
+    let k8s_backend = binding.spec.target.injection == Injection::KubernetesBackend;
+    if k8s_backend {
+        entries.extend(labelled::backend_entries(
+            binding.metadata.namespace.as_deref().unwrap_or("default"),
+        ));
+    }
     let extra = binding
         .spec
         .discovery
@@ -160,6 +166,16 @@ pub async fn render(
         .map(|d| d.extra_conn_words.clone())
         .unwrap_or_default();
     let mut d = content::desired_secret(&entries, binding.spec.target.injection, &extra);
+    // Values by content key, wherever they land (the labelled Secrets of KubernetesBackend).
+    let mut values = d.data.clone();
+    if k8s_backend {
+        labelled::check_ids(&mut d.entries, &BTreeMap::new());
+        let name = binding.metadata.name.as_deref().unwrap_or_default();
+        let moved = labelled::take_labelled(&mut d, name);
+        content::rehash(&mut d);
+        values = d.data.clone();
+        values.extend(moved.into_iter().map(|l| (l.content_key, l.value)));
+    }
     if binding.spec.target.injection != Injection::SecretOnly {
         content::enforce_env_limits(&mut d);
     }
@@ -175,7 +191,7 @@ pub async fn render(
             .env_name
             .as_ref()
             .filter(|_| status.state == EntryState::Synced)
-            .and_then(|env| d.data.get(&content::secret_key_for(env)))
+            .and_then(|env| values.get(&content::secret_key_for(env)))
             .map(|v| short_hash(v));
         rendered.push(RenderedEntry {
             status: status.clone(),

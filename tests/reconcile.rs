@@ -701,7 +701,9 @@ async fn a_restart_reads_only_what_the_secrets_do_not_hold_and_writes_nothing() 
         assert!(ready(&client, &ns, n).await.is_some(), "{n} Ready");
     }
 
-    // A rotation after the restart lands in both bindings that read the secret.
+    // A rotation after the restart lands in both bindings that read the secret, and only its
+    // value is read (once for both).
+    let bytes_before = op.metric(bytes);
     put_secret(&sm, &format!("{p}/c03"), "postgres://h/rotated").await;
     for (secret, key) in [
         ("b03-airflow", "AIRFLOW_CONN_C03"),
@@ -713,6 +715,12 @@ async fn a_restart_reads_only_what_the_secrets_do_not_hold_and_writes_nothing() 
         })
         .await;
     }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        op.metric(bytes) - bytes_before,
+        "postgres://h/rotated".len() as f64,
+        "exactly one value read for the rotation"
+    );
     let d = secret_text(&client, &ns, "disco-airflow").await.unwrap();
     assert_eq!(d["AIRFLOW_CONN_C04"], "postgres://h/4", "the rest is held");
     assert!(!d.contains_key("AIRFLOW_CONN_BINARY"));

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
@@ -120,7 +120,7 @@ pub(super) fn selected(
 }
 
 /// Owned Secrets of a binding in the cache, by name.
-fn owned_secrets(
+pub(super) fn owned_secrets(
     ctx: &Context,
     binding: &AirflowSecretBinding,
 ) -> BTreeMap<String, Arc<kube::core::PartialObjectMeta<Secret>>> {
@@ -169,6 +169,18 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
         });
     }
     let targets = selected(ctx, binding);
+    if plan.content.is_some()
+        && let Err(e) = super::labelled::grant_access(binding, ctx, &key, &targets).await
+    {
+        plan.delivery = Delivery::Hold;
+        plan.problem = Some(Problem {
+            reason: status::reason::WRITE_FAILED,
+            message: format!(
+                "granting the workloads' ServiceAccounts list on Secrets (Role and RoleBinding {}) failed: {e}",
+                super::labelled::access_name(&binding.name_any())
+            ),
+        });
+    }
     hand_over(binding, ctx, &key, &plan, &targets);
     write_status(binding, ctx, &key, &plan, &targets).await?;
     written?;
@@ -248,7 +260,8 @@ async fn observe(
         extra_conn_words: &words,
     };
     let held = |entries: &[ResolvedEntry]| match &holding {
-        Some((digest, data)) => held::held(entries, digest, data, conversion),
+        Some(Holding::Written(versions, data)) => held::held_by_versions(entries, versions, data),
+        Some(Holding::Found(digest, data)) => held::held(entries, digest, data, conversion),
         None => vec![false; entries.len()],
     };
     match ctx
@@ -279,23 +292,33 @@ async fn observe(
     }
 }
 
-/// What the managed Secrets hold and the digest of the reads behind it: from memory, or after a
-/// restart from the Secrets themselves (their digest annotation, then their data).
-async fn holding(
-    binding: &AirflowSecretBinding,
-    ctx: &Context,
-    key: &Key,
-) -> Option<(String, Arc<BTreeMap<String, String>>)> {
+/// What the managed Secrets hold, and how to tell which of it is current.
+enum Holding {
+    /// Written by this process: the version behind each value (entry by entry).
+    Written(Arc<held::Versions>, Arc<BTreeMap<String, String>>),
+    /// Found after a restart: the digest of the reads behind the data (all or nothing).
+    Found(String, Arc<BTreeMap<String, String>>),
+}
+
+/// What the managed Secrets hold: from memory, or after a restart from the Secrets themselves
+/// (their digest annotation, then their data).
+async fn holding(binding: &AirflowSecretBinding, ctx: &Context, key: &Key) -> Option<Holding> {
     {
         let index = ctx.index.lock().expect("index");
         if let Some(s) = index.bindings.get(key)
-            && let (Some(d), Some(data)) = (&s.last_digest, &s.last_good)
+            && let Some(data) = &s.last_good
         {
-            return Some((d.clone(), data.clone()));
+            if let Some(v) = &s.last_versions {
+                return Some(Holding::Written(v.clone(), data.clone()));
+            }
+            if let Some(d) = &s.last_digest {
+                return Some(Holding::Found(d.clone(), data.clone()));
+            }
         }
     }
     let digests: BTreeSet<Option<String>> = owned_secrets(ctx, binding)
         .values()
+        .filter(|s| crate::plan::labelled::labelled_id(s.labels()).is_none())
         .map(|s| s.annotations().get(SOURCE_DIGEST_ANNOTATION).cloned())
         .collect();
     let digest = match digests.len() {
@@ -307,7 +330,7 @@ async fn holding(
     let state = index.binding(key);
     state.last_good = Some(data.clone());
     state.last_digest = Some(digest.clone());
-    Some((digest, data))
+    Some(Holding::Found(digest, data))
 }
 
 /// Stores a successful read.
@@ -382,25 +405,34 @@ async fn plan(
         denied_too_long: &denied_too_long,
         foreign_secret: foreign,
         forced,
+        taken: &super::labelled::taken_ids(ctx, binding),
     }))
 }
 
-/// The data of the binding's managed Secrets as they are now (read only when an entry failed
-/// and nothing was remembered, e.g. after a restart).
+/// The data of the binding's managed Secrets as they are now, keyed as in its content (read
+/// when nothing was remembered, e.g. after a restart): one LIST of the binding's Secrets.
 async fn read_secret_data(
     binding: &AirflowSecretBinding,
     ctx: &Context,
 ) -> Result<BTreeMap<String, String>, Error> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
+    let lp = ListParams::default().labels(&format!("{BINDING_LABEL}={}", binding.name_any()));
     let mut out = BTreeMap::new();
-    for name in owned_secrets(ctx, binding).keys() {
-        if let Some(s) = api.get_opt(name).await? {
-            for (k, v) in s.data.unwrap_or_default() {
-                if let Ok(text) = String::from_utf8(v.0) {
-                    out.insert(k, text);
-                }
-            }
+    for s in api.list(&lp).await? {
+        if !controlled_by(&s, binding) {
+            continue;
+        }
+        let relabel = crate::plan::labelled::content_key(s.labels());
+        for (k, v) in s.data.unwrap_or_default() {
+            let Ok(text) = String::from_utf8(v.0) else {
+                continue;
+            };
+            match &relabel {
+                Some(key) if k == crate::plan::labelled::DATA_KEY => out.insert(key.clone(), text),
+                Some(_) => None,
+                None => out.insert(k, text),
+            };
         }
     }
     Ok(out)
@@ -449,24 +481,17 @@ async fn write_secrets(
             }
         }
     }
-    for (name, _) in owned
-        .iter()
-        .filter(|(n, _)| !content.parts.iter().any(|p| &p.name == *n))
-    {
+    let labelled = super::labelled::write_all(binding, ctx, key, &content.labelled).await?;
+    for (name, _) in owned.iter().filter(|(n, _)| {
+        !content.parts.iter().any(|p| &p.name == *n)
+            && !content.labelled.iter().any(|l| &l.name == *n)
+    }) {
         api.delete(name, &DeleteParams::default())
             .await
             .map(|_| ())
             .or_else(ignore_404)?;
     }
-    {
-        let mut index = ctx.index.lock().expect("index");
-        let state = index.binding(key);
-        state.foreign_secret = None;
-        state.last_good = Some(Arc::new(
-            content.parts.iter().flat_map(|p| p.data.clone()).collect(),
-        ));
-        state.last_digest = Some(content.source_digest.clone());
-    }
+    remember_written(ctx, key, content);
     for (part, created) in wrote {
         let verb = if created { "Created" } else { "Updated" };
         let name = &part.name;
@@ -480,10 +505,44 @@ async fn write_secrets(
         )
         .await;
     }
+    if labelled > 0 {
+        info!(binding = %key.1, namespace = %key.0, secrets = labelled, "Wrote labelled Secrets for KubernetesSecretsBackend");
+        ctx.publish(
+            binding,
+            EventType::Normal,
+            "Updated",
+            "WriteSecret",
+            &format!("Wrote {labelled} Secrets labelled for KubernetesSecretsBackend"),
+        )
+        .await;
+    }
     Ok(())
 }
 
-fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {
+/// What the binding's Secrets hold now: the data by content key, the digest and the version
+/// behind each value.
+fn remember_written(ctx: &Context, key: &Key, content: &Content) {
+    let mut index = ctx.index.lock().expect("index");
+    let state = index.binding(key);
+    state.foreign_secret = None;
+    state.last_good = Some(Arc::new(
+        content
+            .parts
+            .iter()
+            .flat_map(|p| p.data.clone())
+            .chain(
+                content
+                    .labelled
+                    .iter()
+                    .map(|l| (l.content_key.clone(), l.value.clone())),
+            )
+            .collect(),
+    ));
+    state.last_digest = Some(content.source_digest.clone());
+    state.last_versions = Some(Arc::new(held::versions_of_content(&content.entries)));
+}
+
+pub(super) fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {
     match e {
         kube::Error::Api(s) if s.code == 404 => Ok(()),
         e => Err(e),

@@ -46,8 +46,10 @@ pub struct BindingState {
     /// Data last written to the managed Secrets (key → value), for keeping the last good value
     /// of an entry that fails transiently.
     pub last_good: Option<Arc<BTreeMap<String, String>>>,
-    /// Digest of the reads behind `last_good` ([`crate::plan::held`]).
+    /// Digest of the reads behind `last_good` ([`crate::plan::held`]), as a restart finds it.
     pub last_digest: Option<String>,
+    /// Per entry, the version behind its value in `last_good`, as this process wrote it.
+    pub last_versions: Option<Arc<crate::plan::held::Versions>>,
     /// Resource version of each managed Secret after our last write (or when first seen): a
     /// different one means someone else changed it.
     pub secret_versions: BTreeMap<String, String>,
@@ -55,6 +57,9 @@ pub struct BindingState {
     pub foreign_secret: Option<String>,
     /// Deployments this binding selected at its last plan.
     pub targets: BTreeSet<String>,
+    /// ServiceAccounts last granted access to the labelled Secrets (`KubernetesBackend`), as
+    /// written by this process; None until the first reconcile.
+    pub access: Option<String>,
 }
 
 impl Default for BindingState {
@@ -69,9 +74,11 @@ impl Default for BindingState {
             denied_since: BTreeMap::new(),
             last_good: None,
             last_digest: None,
+            last_versions: None,
             secret_versions: BTreeMap::new(),
             foreign_secret: None,
             targets: BTreeSet::new(),
+            access: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod binding;
 pub mod index;
+pub mod labelled;
 pub mod workload;
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
@@ -117,11 +118,11 @@ where
     }
 }
 
-/// Keeps what the controllers read of a Deployment: no status, and of the managed fields only
-/// the managers' names (to find the first version's managers), so the cache stays small.
-fn slim(d: &mut Deployment) {
-    d.status = None;
-    if let Some(fields) = d.metadata.managed_fields.as_mut() {
+/// Keeps what the controllers read of an object's metadata: of the managed fields only the
+/// managers' names (to find the first version's managers), and no last-applied copy of the
+/// object, so that the caches stay small.
+fn slim_meta(m: &mut ObjectMeta) {
+    if let Some(fields) = m.managed_fields.as_mut() {
         for f in fields.iter_mut() {
             *f = ManagedFieldsEntry {
                 manager: f.manager.take(),
@@ -129,10 +130,15 @@ fn slim(d: &mut Deployment) {
             };
         }
     }
-    d.metadata.annotations = d.metadata.annotations.take().map(|mut a| {
+    if let Some(a) = m.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
-        a
-    });
+    }
+}
+
+/// A Deployment as the cache keeps it: no status, slim metadata.
+fn slim(d: &mut Deployment) {
+    d.status = None;
+    slim_meta(&mut d.metadata);
 }
 
 /// Polls a watch stream on its own task, so that its cache fills whatever the controller that
@@ -148,6 +154,37 @@ fn on_own_task<T: Send + 'static>(
     rx
 }
 
+/// The bindings' cache, complete, and its events. Every binding's explicit names are known to
+/// the Secrets Manager view before the first reconcile, so that the first version check after a
+/// start serves all of them.
+async fn watch_bindings(
+    client: &Client,
+    ns: Option<&str>,
+    secrets_manager: &SecretsManager,
+) -> anyhow::Result<(
+    Store<AirflowSecretBinding>,
+    impl futures::Stream<Item = Result<AirflowSecretBinding, watcher::Error>> + use<>,
+)> {
+    let (reader, writer) = reflector::store();
+    let events = on_own_task(
+        watcher(
+            scoped::<AirflowSecretBinding>(client, ns),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(|b| slim_meta(&mut b.metadata))
+        .reflect(writer)
+        .applied_objects(),
+    );
+    reader.wait_until_ready().await?;
+    for b in reader.state() {
+        secrets_manager
+            .register(&binding::key_of(&b), &b.spec)
+            .await;
+    }
+    Ok((reader, events))
+}
+
 /// Runs both controllers until the process is asked to stop. `namespace` limits them to one
 /// namespace; `None` watches all. Call [`ensure_crd`] first.
 pub async fn run(
@@ -158,35 +195,36 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let ns = namespace.as_deref();
     let (deploy_reader, deploy_writer) = reflector::store();
-    let deployments = watcher(
-        scoped::<Deployment>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim)
-    .reflect(deploy_writer)
-    .applied_objects();
-    let deployments = on_own_task(deployments);
+    let deployments = on_own_task(
+        watcher(
+            scoped::<Deployment>(&client, ns),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(slim)
+        .reflect(deploy_writer)
+        .applied_objects(),
+    );
     let (secret_reader, secret_writer) = reflector::store();
-    let owned_secrets = watcher(
-        scoped::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default().labels(&format!("{}={MANAGER}", binding::MANAGED_BY)),
-    )
-    .default_backoff()
-    .reflect(secret_writer)
-    .touched_objects();
-    let owned_secrets = on_own_task(owned_secrets);
+    let owned_secrets = on_own_task(
+        watcher(
+            scoped::<PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default().labels(&format!("{}={MANAGER}", binding::MANAGED_BY)),
+        )
+        .default_backoff()
+        .modify(|s| slim_meta(&mut s.metadata))
+        .reflect(secret_writer)
+        .touched_objects(),
+    );
     // Plans read these caches: they must be complete before the first reconcile (an empty one
     // would look like Secrets to create and values to read again after every restart).
     deploy_reader.wait_until_ready().await?;
     secret_reader.wait_until_ready().await?;
     let (to_workloads, workload_triggers) = unbounded();
     let (to_bindings, binding_triggers) = unbounded();
-    let bindings = Controller::new(
-        scoped::<AirflowSecretBinding>(&client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
+    let (binding_reader, binding_events) = watch_bindings(&client, ns, &secrets_manager).await?;
+    let bindings = Controller::for_stream(binding_events, binding_reader.clone())
+        .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -196,7 +234,7 @@ pub async fn run(
         client,
         secrets_manager,
         metrics,
-        bindings: bindings.store(),
+        bindings: binding_reader,
         deployments: deploy_reader.clone(),
         secrets: secret_reader,
         index: Mutex::default(),

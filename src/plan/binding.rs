@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
-    AirflowSecretBinding, EntryState, EntryStatus, Injection, MassDeletionPolicy, WorkloadState,
-    WorkloadStatus,
+    AirflowSecretBinding, EntryKind, EntryState, EntryStatus, Injection, MassDeletionPolicy,
+    WorkloadState, WorkloadStatus,
 };
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::plan::content::{self, Content, env_name_of, secret_key_for};
-use crate::plan::held;
 use crate::plan::status::{Verdict, reason};
 use crate::plan::workload::Delivery;
+use crate::plan::{held, labelled};
+use kube::ResourceExt;
 
 /// What reading Secrets Manager gave.
 #[derive(Debug, Clone)]
@@ -39,6 +40,9 @@ pub struct BindingInput<'a> {
     pub foreign_secret: Option<String>,
     /// The force-sync annotation has a value the binding was not planned with before.
     pub forced: bool,
+    /// `KubernetesBackend` delivery: ids other bindings of the namespace label already (and were
+    /// created first), by kind and id → that binding.
+    pub taken: &'a BTreeMap<(EntryKind, String), String>,
 }
 
 /// A problem of the whole binding: Ready is False with this reason and message.
@@ -60,10 +64,10 @@ pub struct BindingPlan {
 }
 
 /// Plans one binding.
-pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
+pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
     let binding = input.binding;
     let spec = &binding.spec;
-    let resolved = match input.read {
+    let resolved = match std::mem::replace(&mut input.read, Read::Entries(vec![])) {
         Read::Failed(message) => {
             return BindingPlan {
                 content: None,
@@ -77,22 +81,18 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
         }
         Read::Entries(e) => e,
     };
+    let injection = spec.target.injection;
     let words = spec
         .discovery
         .as_ref()
         .map(|d| d.extra_conn_words.clone())
         .unwrap_or_default();
-    let injection = spec.target.injection;
     let conversion = held::Conversion {
         injection,
         extra_conn_words: &words,
     };
     let resolved = take_held(resolved, input.last_good);
-    let mut desired = content::desired_secret(&resolved, injection, &words);
-    carry_warnings(binding, &resolved, &mut desired.entries);
-    if let Some(previous) = input.last_good {
-        content::keep_last_good(&mut desired, previous, input.denied_too_long);
-    }
+    let (resolved, mut desired, labelled) = delivered(&input, resolved, &words);
     let env_bytes = match injection {
         Injection::SecretOnly => 0,
         _ => content::enforce_env_limits(&mut desired),
@@ -123,7 +123,8 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
     let source_digest = held::digest_of_content(&resolved, &desired.entries, conversion);
     let mut content = content::split(desired, &input.secret_name);
     content.source_digest = source_digest;
-    let delivery = delivery_of(spec, &content, env_bytes);
+    content.labelled = labelled;
+    let delivery = delivery_of(spec, &content, env_bytes, backend_options(binding));
     BindingPlan {
         content: Some(content),
         delivery,
@@ -132,11 +133,48 @@ pub fn plan_binding(input: BindingInput<'_>) -> BindingPlan {
     }
 }
 
+/// The entries as delivered (with the backend options of the KubernetesBackend delivery), the
+/// content, and the labelled Secrets of that delivery.
+fn delivered(
+    input: &BindingInput<'_>,
+    mut resolved: Vec<ResolvedEntry>,
+    words: &BTreeMap<String, Vec<String>>,
+) -> (
+    Vec<ResolvedEntry>,
+    content::DesiredSecret,
+    Vec<labelled::LabelledSecret>,
+) {
+    let binding = input.binding;
+    let injection = binding.spec.target.injection;
+    let backend = injection == Injection::KubernetesBackend;
+    if backend {
+        let ns = binding.metadata.namespace.as_deref().unwrap_or_default();
+        resolved.extend(labelled::backend_entries(ns));
+    }
+    let mut desired = content::desired_secret(&resolved, injection, words);
+    carry_warnings(binding, &resolved, &mut desired.entries);
+    if backend {
+        labelled::check_ids(&mut desired.entries, input.taken);
+    }
+    if let Some(previous) = input.last_good {
+        content::keep_last_good(&mut desired, previous, input.denied_too_long);
+    }
+    let labelled = if backend {
+        let l = labelled::take_labelled(&mut desired, &binding.name_any());
+        content::rehash(&mut desired);
+        l
+    } else {
+        vec![]
+    };
+    (resolved, desired, labelled)
+}
+
 /// What the binding hands its Deployments for this content.
 fn delivery_of(
     spec: &crate::api::AirflowSecretBindingSpec,
     content: &Content,
     env_bytes: usize,
+    plain: BTreeMap<String, String>,
 ) -> Delivery {
     let injection = spec.target.injection;
     let rollout_hash = spec
@@ -145,19 +183,41 @@ fn delivery_of(
         .then(|| content.content_hash.clone());
     match injection {
         Injection::SecretOnly => Delivery::Release,
-        Injection::Env => Delivery::Inject {
+        Injection::Env | Injection::KubernetesBackend => Delivery::Inject {
             env: content.env.clone(),
             env_from: vec![],
             rollout_hash,
             env_bytes,
+            plain,
         },
         Injection::EnvFrom => Delivery::Inject {
             env: vec![],
             env_from: content.parts.iter().map(|p| p.name.clone()).collect(),
             rollout_hash,
             env_bytes,
+            plain,
         },
     }
+}
+
+/// The options that configure a secrets backend (Backend mode, the KubernetesBackend
+/// delivery), by env name: not secret, so a chart that sets them to the same value is fine.
+fn backend_options(binding: &AirflowSecretBinding) -> BTreeMap<String, String> {
+    let spec = &binding.spec;
+    let entries = if spec.mode == crate::api::Mode::Backend {
+        crate::plan::backend::backend_entries(spec)
+    } else if spec.target.injection == Injection::KubernetesBackend {
+        labelled::backend_entries(binding.metadata.namespace.as_deref().unwrap_or_default())
+    } else {
+        vec![]
+    };
+    entries
+        .iter()
+        .filter_map(|e| match &e.outcome {
+            Fetched::Value(v) => Some((env_name_of(e), v.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Held entries take their converted value from the managed Secret's data.
@@ -393,8 +453,11 @@ mod tests {
             denied_too_long: denied,
             foreign_secret: None,
             forced: false,
+            taken: &NOTHING_TAKEN,
         }
     }
+
+    static NOTHING_TAKEN: BTreeMap<(EntryKind, String), String> = BTreeMap::new();
 
     #[test]
     fn an_emptied_source_is_held_unless_forced_or_followed() {

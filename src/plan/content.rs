@@ -321,6 +321,8 @@ pub struct Content {
     pub entries: Vec<EntryStatus>,
     /// Digest of the reads behind the data ([`crate::plan::held`]), written with each part.
     pub source_digest: String,
+    /// `KubernetesBackend` delivery: one Secret per connection and variable.
+    pub labelled: Vec<crate::plan::labelled::LabelledSecret>,
 }
 
 /// Name of part `index` of the managed Secret `base`: `base`, `base-2`, `base-3`, …
@@ -386,6 +388,7 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
         content_hash,
         entries: desired.entries,
         source_digest: String::new(),
+        labelled: Vec::new(),
     }
 }
 
@@ -410,6 +413,11 @@ pub fn secret_key_for(env_name: &str) -> String {
             &hex::encode(Sha256::digest(env_name.as_bytes()))[..32]
         )
     }
+}
+
+/// Recomputes the content hash after entries were moved out of the content.
+pub fn rehash(desired: &mut DesiredSecret) {
+    desired.content_hash = content_hash(&desired.data, &desired.env);
 }
 
 fn content_hash(data: &BTreeMap<String, String>, env: &[EnvBinding]) -> String {

@@ -9,11 +9,11 @@
 //! never passes for current; a different operator version or conversion input changes every
 //! digest, so an upgrade reads everything once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{EntryState, EntryStatus, Injection};
+use crate::api::{EntryKind, EntryState, EntryStatus, Injection};
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::plan::content::{env_name_of, secret_key_for};
 
@@ -98,6 +98,36 @@ pub fn held(
         .iter()
         .enumerate()
         .map(|(i, e)| matches!(e.outcome, Fetched::Held) && in_data(i, e))
+        .collect()
+}
+
+/// Per entry (kind, name), the version its value in the data was converted from.
+pub type Versions = HashMap<(EntryKind, String), String>;
+
+/// The versions behind planned content: those of the entries its status lines say are Synced.
+pub fn versions_of_content(statuses: &[EntryStatus]) -> Versions {
+    statuses
+        .iter()
+        .filter(|s| s.state == EntryState::Synced)
+        .filter_map(|s| Some(((s.kind, s.name.clone()), s.version_id.clone()?)))
+        .collect()
+}
+
+/// Which located entries the Secret holds, entry by entry, from what this process wrote: those
+/// whose value is in `data` and was converted from the version Secrets Manager shows now.
+pub fn held_by_versions(
+    entries: &[ResolvedEntry],
+    versions: &Versions,
+    data: &BTreeMap<String, String>,
+) -> Vec<bool> {
+    entries
+        .iter()
+        .map(|e| {
+            matches!(e.outcome, Fetched::Held)
+                && e.version_id.is_some()
+                && versions.get(&(e.kind, e.name.clone())) == e.version_id.as_ref()
+                && data.contains_key(&secret_key_for(&env_name_of(e)))
+        })
         .collect()
 }
 
@@ -199,6 +229,24 @@ mod tests {
             extra_conn_words: WORDS,
         };
         assert_ne!(digest, digest_of_content(&written, &statuses, env_from));
+    }
+
+    #[test]
+    fn by_versions_only_the_changed_entry_is_read() {
+        let written = [entry("a", "v1"), entry("b", "v1")];
+        let statuses: Vec<_> = written
+            .iter()
+            .map(|e| status(e, EntryState::Synced))
+            .collect();
+        let versions = versions_of_content(&statuses);
+        let d = data(&["AIRFLOW_CONN_A", "AIRFLOW_CONN_B"]);
+        let now = vec![entry("a", "v1"), entry("b", "v2")];
+        assert_eq!(held_by_versions(&now, &versions, &d), vec![true, false]);
+        let kept = vec![status(&written[0], EntryState::Error)];
+        assert!(
+            versions_of_content(&kept).is_empty(),
+            "a kept value is no version's"
+        );
     }
 
     #[test]

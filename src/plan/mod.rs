@@ -9,6 +9,7 @@ pub mod backend;
 pub mod binding;
 pub mod content;
 pub mod held;
+pub mod labelled;
 pub mod select;
 pub mod status;
 pub mod workload;

@@ -54,6 +54,10 @@ pub enum Delivery {
         rollout_hash: Option<String>,
         /// Bytes the entries take in a process's environment.
         env_bytes: usize,
+        /// Values of entries that are not secret (the options that configure a secrets
+        /// backend), by env name: where the chart sets the same name to the same value, its
+        /// entry is left as it is and counts as delivered.
+        plain: BTreeMap<String, String>,
     },
     /// Keep exactly what the binding has on the Deployment now: its content could not be
     /// computed (Secrets Manager unavailable before a first read, a held mass deletion).
@@ -170,34 +174,34 @@ pub fn plan_workload(
                 env_from,
                 rollout_hash,
                 env_bytes,
+                plain,
             } => {
-                if let Some(message) = over_limit(claim, &used_bytes, *env_bytes) {
+                if let Some(message) = reserve(claim, &mut used_bytes, *env_bytes) {
                     outcomes.insert(
                         claim.binding.to_string(),
                         status(claim, WorkloadState::TooLarge, None, Some(message)),
                     );
                     continue;
                 }
-                for c in &claim.containers {
-                    *used_bytes.entry(c.clone()).or_default() += env_bytes;
-                }
-                let conflicts = inject(deployment, claim, env, env_from, ours, &mut desired);
+                let conflicts = inject(
+                    deployment,
+                    claim,
+                    (env, plain),
+                    env_from,
+                    ours,
+                    &mut desired,
+                );
                 if let Some(h) = rollout_hash {
                     if live_hash.as_ref() != Some(h) {
                         rollouts.push(claim.binding.to_string());
                     }
                     annotations.insert(key, h.clone());
                 }
-                if conflicts.is_empty() {
-                    status(claim, WorkloadState::Injected, rollout_hash.clone(), None)
-                } else {
-                    status(
-                        claim,
-                        WorkloadState::Conflict,
-                        rollout_hash.clone(),
-                        Some(conflicts.join("; ")),
-                    )
-                }
+                let (state, message) = match conflicts.is_empty() {
+                    true => (WorkloadState::Injected, None),
+                    false => (WorkloadState::Conflict, Some(conflicts.join("; "))),
+                };
+                status(claim, state, rollout_hash.clone(), message)
             }
         };
         outcomes.insert(claim.binding.to_string(), outcome);
@@ -223,16 +227,23 @@ pub fn plan_workload(
     }
 }
 
-/// Why a binding's entries would not fit the environment of one of its containers.
-fn over_limit(
+/// Counts a binding's entries against the environment of its containers; or says why they
+/// would not fit one of them (and counts nothing).
+fn reserve(
     claim: &Claim<'_>,
-    used_bytes: &BTreeMap<String, usize>,
+    used_bytes: &mut BTreeMap<String, usize>,
     env_bytes: usize,
 ) -> Option<String> {
-    let c = claim
+    let Some(c) = claim
         .containers
         .iter()
-        .find(|c| used_bytes.get(*c).copied().unwrap_or(0) + env_bytes > MAX_ENV_TOTAL)?;
+        .find(|c| used_bytes.get(*c).copied().unwrap_or(0) + env_bytes > MAX_ENV_TOTAL)
+    else {
+        for c in &claim.containers {
+            *used_bytes.entry(c.clone()).or_default() += env_bytes;
+        }
+        return None;
+    };
     Some(format!(
         "container {c} would receive more than {MAX_ENV_TOTAL} bytes of environment from the operator (Linux allows about 2 MiB of arguments and environment in total); nothing of this binding is injected here: use fewer entries per container or target.injection SecretOnly"
     ))
@@ -325,7 +336,7 @@ fn hold(d: &Deployment, claim: &Claim<'_>, desired: &mut BTreeMap<String, Desire
 fn inject(
     d: &Deployment,
     claim: &Claim<'_>,
-    env: &[EnvRef],
+    (env, plain): (&[EnvRef], &BTreeMap<String, String>),
     env_from: &[String],
     ours: &BTreeSet<String>,
     desired: &mut BTreeMap<String, Desired>,
@@ -335,12 +346,12 @@ fn inject(
         .iter()
         .filter(|c| claim.containers.contains(&c.name))
     {
-        let foreign: BTreeSet<&str> = c
+        let foreign: BTreeMap<&str, Option<&str>> = c
             .env
             .iter()
             .flatten()
             .filter(|e| env_ref(e).is_none_or(|(_, s, _)| !ours.contains(&s)))
-            .map(|e| e.name.as_str())
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
             .collect();
         let foreign_env_from = c
             .env_from
@@ -351,7 +362,17 @@ fn inject(
         let mut refused = Vec::new();
         for e in env {
             let taken_by_us = entry.env.iter().any(|(n, _, _)| n == &e.env_name);
-            if foreign.contains(e.env_name.as_str()) || taken_by_us {
+            if let Some(theirs) = foreign.get(e.env_name.as_str()) {
+                match plain.get(&e.env_name) {
+                    Some(want) if same_option(want, *theirs) => {}
+                    Some(want) => {
+                        conflicts.push(option_conflict(&c.name, &e.env_name, want, *theirs))
+                    }
+                    None => refused.push(e.env_name.clone()),
+                }
+                continue;
+            }
+            if taken_by_us {
                 refused.push(e.env_name.clone());
                 continue;
             }
@@ -380,6 +401,35 @@ fn inject(
         }
     }
     conflicts
+}
+
+/// Whether a value set by someone else equals ours: equal strings, or equal JSON (kwargs).
+fn same_option(want: &str, theirs: Option<&str>) -> bool {
+    let Some(theirs) = theirs else { return false };
+    if want.trim() == theirs.trim() {
+        return true;
+    }
+    match (
+        serde_json::from_str::<Value>(want),
+        serde_json::from_str::<Value>(theirs),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// What to change when the chart configures a secrets backend differently. Class names are
+/// shown; kwargs are not (they may name roles or ids).
+fn option_conflict(container: &str, name: &str, want: &str, theirs: Option<&str>) -> String {
+    if name.ends_with("_KWARGS") {
+        return format!(
+            "container {container}: {name} is set by the chart to other kwargs than this binding needs; remove it from the chart's values (commonEnv / env): the binding sets it"
+        );
+    }
+    format!(
+        "container {container}: {name} is set by the chart to {:?}, this binding needs {want:?}: set secretBackend: {want} in the agent chart's values.yaml (or remove the entry that sets {name})",
+        theirs.unwrap_or("(a value from elsewhere)")
+    )
 }
 
 /// The partial Deployment applied under [`FIELD_MANAGER`]: per container only our env entries
@@ -468,6 +518,7 @@ mod tests {
             env_from: vec![],
             rollout_hash: Some(hash.into()),
             env_bytes: 100,
+            plain: BTreeMap::new(),
         }
     }
 
@@ -630,6 +681,68 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_the_chart_configures_the_same_way_is_left_as_is() {
+        const CLASS: &str = "airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend.KubernetesSecretsBackend";
+        let chart = |class: &str| {
+            deployment(
+                json!([{"name": "worker", "env": [
+                    {"name": "AIRFLOW__SECRETS__BACKEND", "value": class},
+                    {"name": "AIRFLOW__SECRETS__BACKEND_KWARGS", "value": "{ \"namespace\":  \"ns\" }"}
+                ]}]),
+                json!({}),
+                &[],
+            )
+        };
+        let mut delivery = inject(
+            &[
+                ("AIRFLOW__SECRETS__BACKEND", "k1"),
+                ("AIRFLOW__SECRETS__BACKEND_KWARGS", "k2"),
+                ("AIRFLOW__WORKERS__SECRETS_BACKEND", "k3"),
+            ],
+            "b-airflow",
+            "h",
+        );
+        if let Delivery::Inject { plain, .. } = &mut delivery {
+            plain.insert("AIRFLOW__SECRETS__BACKEND".into(), CLASS.into());
+            plain.insert(
+                "AIRFLOW__SECRETS__BACKEND_KWARGS".into(),
+                r#"{"namespace":"ns"}"#.into(),
+            );
+        }
+        let n = names(&["b-airflow"]);
+        let claims = [Claim {
+            binding: "b",
+            containers: vec!["worker".into()],
+            delivery: &delivery,
+            secret_names: &n,
+        }];
+        let plan = plan_workload(&chart(CLASS), &claims, &n);
+        assert_eq!(plan.outcomes["b"].state, Some(WorkloadState::Injected));
+        let env = &plan.apply.unwrap()["spec"]["template"]["spec"]["containers"][0]["env"];
+        let set: Vec<&str> = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            set,
+            ["AIRFLOW__WORKERS__SECRETS_BACKEND"],
+            "only what is missing"
+        );
+
+        let plan = plan_workload(
+            &chart("airflow.secrets.local_filesystem.LocalFilesystemBackend"),
+            &claims,
+            &n,
+        );
+        let out = &plan.outcomes["b"];
+        assert_eq!(out.state, Some(WorkloadState::Conflict));
+        let m = out.message.as_ref().unwrap();
+        assert!(m.contains(&format!("set secretBackend: {CLASS}")), "{m}");
+    }
+
+    #[test]
     fn held_bindings_keep_what_is_live_and_released_ones_leave() {
         let d = deployment(
             json!([{"name": "worker", "env": [
@@ -701,6 +814,7 @@ mod tests {
             env_from: vec![],
             rollout_hash: Some("h".into()),
             env_bytes: MAX_ENV_TOTAL / 2 + 1,
+            plain: BTreeMap::new(),
         };
         let (d1, d2) = (big("one"), big("two"));
         let (n1, n2) = (names(&["one"]), names(&["two"]));

@@ -275,9 +275,8 @@ impl SecretsManager {
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
         let discovered = self.discover(view, reader, spec, patterns).await?;
         let wanted = wanted(spec);
-        let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) = wanted.iter().partition(|w| {
-            !reader.direct && is_current(&w.version) && !w.secret_id.starts_with("arn:")
-        });
+        let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) =
+            wanted.iter().partition(|w| !reader.direct && by_listing(w));
         let names: BTreeSet<String> = by_listing.iter().map(|w| w.secret_id.clone()).collect();
         // Without secretsmanager:ListSecrets, explicit names are read directly (as the first
         // version did): correct, only dearer.
@@ -423,6 +422,19 @@ impl SecretsManager {
         Ok(out)
     }
 
+    /// Tells the view which explicit names a reader will check, before it reads: at start,
+    /// every binding's names are registered first, so that one check serves them all.
+    pub async fn register(&self, reader: &ReaderKey, spec: &AirflowSecretBindingSpec) {
+        let names: BTreeSet<String> = wanted(spec)
+            .iter()
+            .filter(|w| by_listing(w))
+            .map(|w| w.secret_id.clone())
+            .collect();
+        if !names.is_empty() {
+            self.view(&spec.source).await.register(reader, names);
+        }
+    }
+
     /// Forgets a reader (its binding was deleted): its values leave the cache.
     pub async fn forget(&self, reader: &ReaderKey, source: &Source) {
         let view = self
@@ -491,6 +503,12 @@ fn wanted(spec: &AirflowSecretBindingSpec) -> Vec<Wanted> {
         });
     }
     out
+}
+
+/// Whether a listing can tell an explicit entry's current version (a name, not an ARN, and
+/// the current version).
+fn by_listing(w: &Wanted) -> bool {
+    is_current(&w.version) && !w.secret_id.starts_with("arn:")
 }
 
 /// Whether a version selector means `AWSCURRENT`.

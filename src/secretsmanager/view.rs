@@ -296,6 +296,11 @@ impl View {
             .collect())
     }
 
+    /// Registers the explicit names a reader checks (see [`View::versions`]).
+    pub fn register(&self, reader: &ReaderKey, names: BTreeSet<String>) {
+        self.state().names.insert(reader.clone(), names);
+    }
+
     fn known_versions(
         &self,
         names: &BTreeSet<String>,

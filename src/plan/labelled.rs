@@ -1,0 +1,308 @@
+//! The `KubernetesBackend` delivery, computed without I/O: one Secret per connection and
+//! variable, labelled and keyed exactly as Airflow's `KubernetesSecretsBackend`
+//! (apache-airflow-providers-cncf-kubernetes) looks them up — it lists Secrets of its namespace
+//! with the selector `<label>=<id>` (and `!airflow.apache.org/team` for global lookups) and reads
+//! data key `value` — and the config options that point the workloads at that backend.
+//!
+//! The value is the same string the env delivery injects (Airflow reads both the same way), so
+//! the conversion, the per-entry states and the content digest are shared with the env
+//! delivery; only where the values land differs. A rotation rewrites one Secret; the workloads'
+//! pod templates carry only the backend options, so nothing rolls.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::airflow::names;
+use crate::api::{EntryKind, EntryState, EntryStatus};
+use crate::entries::{Fetched, ResolvedEntry};
+use crate::plan::content::{DesiredSecret, secret_key_for};
+
+/// Airflow's Kubernetes secrets backend class.
+pub const K8S_BACKEND_CLASS: &str =
+    "airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend.KubernetesSecretsBackend";
+/// The backend's default label for connections.
+pub const CONNECTION_LABEL: &str = "airflow.apache.org/connection-id";
+/// The backend's default label for variables.
+pub const VARIABLE_LABEL: &str = "airflow.apache.org/variable-key";
+/// The backend's default data key.
+pub const DATA_KEY: &str = "value";
+
+/// One Secret the backend finds by label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledSecret {
+    pub name: String,
+    /// (label key, id): `airflow.apache.org/connection-id=<conn_id>` or the variable label.
+    pub label: (&'static str, String),
+    pub value: String,
+    /// Hash of name, label and value: equal hash, nothing to write.
+    pub hash: String,
+    /// The key under which the value appears in the binding's content (its env-name key), so
+    /// that the content can be rebuilt from the labelled Secrets after a restart.
+    pub content_key: String,
+}
+
+/// The config options that point Airflow at the backend in `namespace`, for `[secrets]` and for
+/// `[workers]` (which Airflow 3 workers read first), as resolved entries that flow through the
+/// binding's Secret and env injection like any config entry.
+pub fn backend_entries(namespace: &str) -> Vec<ResolvedEntry> {
+    let kwargs = serde_json::json!({ "namespace": namespace }).to_string();
+    [
+        ("secrets", "backend", K8S_BACKEND_CLASS.to_string()),
+        ("secrets", "backend_kwargs", kwargs.clone()),
+        ("workers", "secrets_backend", K8S_BACKEND_CLASS.to_string()),
+        ("workers", "secrets_backend_kwargs", kwargs),
+    ]
+    .into_iter()
+    .map(|(section, key, value)| ResolvedEntry {
+        kind: EntryKind::Config,
+        name: format!("{section}.{key}"),
+        config: Some((section.into(), key.into())),
+        secret_id: "(kubernetes backend: no value is read)".into(),
+        version_id: None,
+        outcome: Fetched::Value(value),
+    })
+    .collect()
+}
+
+/// Whether `id` can be a label value (63 characters of `[A-Za-z0-9._-]`, starting and ending
+/// alphanumeric): only then can the backend's selector find it.
+pub fn is_label_value(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// The key under which a labelled Secret's value appears in its binding's content, from the
+/// Secret's labels: rebuilds the content after a restart.
+pub fn content_key(labels: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(id) = labels.get(CONNECTION_LABEL) {
+        return Some(secret_key_for(&names::connection_env_name(id)));
+    }
+    let id = labels.get(VARIABLE_LABEL)?;
+    Some(secret_key_for(&names::variable_env_name(id)))
+}
+
+/// The (kind, id) a Secret's labels make it answer for.
+pub fn labelled_id(labels: &BTreeMap<String, String>) -> Option<(EntryKind, String)> {
+    if let Some(id) = labels.get(CONNECTION_LABEL) {
+        return Some((EntryKind::Connection, id.clone()));
+    }
+    Some((EntryKind::Variable, labels.get(VARIABLE_LABEL)?.clone()))
+}
+
+fn label_of(kind: EntryKind) -> Option<&'static str> {
+    match kind {
+        EntryKind::Connection => Some(CONNECTION_LABEL),
+        EntryKind::Variable => Some(VARIABLE_LABEL),
+        EntryKind::Config => None,
+    }
+}
+
+/// Name of the Secret of one id: `<binding>-conn-<id in lower case>-<hash>` (or `-var-`),
+/// shortened to fit; the hash keeps ids that differ only in case or punctuation apart.
+pub fn secret_name(binding: &str, kind: EntryKind, id: &str) -> String {
+    let tag = if kind == EntryKind::Connection {
+        "conn"
+    } else {
+        "var"
+    };
+    let digest = hex::encode(Sha256::digest(format!("{tag}\0{id}").as_bytes()));
+    let slug: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let head = format!("{binding}-{tag}-{slug}");
+    let head: String = head.chars().take(253 - 9).collect();
+    format!("{}-{}", head.trim_end_matches(['-', '.']), &digest[..8])
+}
+
+/// Ids the backend cannot look up, and ids a Secret of another binding of the namespace labels
+/// already (`taken`: (kind, id) → who, e.g. "binding x (created first)"): their status lines
+/// say why, and they stay out.
+pub fn check_ids(entries: &mut [EntryStatus], taken: &BTreeMap<(EntryKind, String), String>) {
+    for e in entries.iter_mut() {
+        if e.state != EntryState::Synced || label_of(e.kind).is_none() {
+            continue;
+        }
+        if !is_label_value(&e.name) {
+            e.state = EntryState::Unrepresentable;
+            e.message = Some(format!(
+                "{:?} cannot be a Kubernetes label value (at most 63 characters of A-Z a-z 0-9 . _ -, starting and ending alphanumeric), so KubernetesSecretsBackend cannot look it up; deliver it with injection Env",
+                e.name
+            ));
+        } else if let Some(other) = taken.get(&(e.kind, e.name.clone())) {
+            e.state = EntryState::Conflict;
+            e.message = Some(format!(
+                "{other} labels this id in the namespace already; KubernetesSecretsBackend would take either, so this binding leaves it out"
+            ));
+        }
+    }
+}
+
+/// Moves the connections and variables out of the content into their labelled Secrets; what
+/// stays (config entries and the backend options) is injected as env.
+pub fn take_labelled(desired: &mut DesiredSecret, binding: &str) -> Vec<LabelledSecret> {
+    let mut out = Vec::new();
+    for e in &desired.entries {
+        let Some(label) = label_of(e.kind) else {
+            continue;
+        };
+        let Some(env_name) = &e.env_name else {
+            continue;
+        };
+        let key = secret_key_for(env_name);
+        let Some(value) = desired.data.remove(&key) else {
+            continue;
+        };
+        desired.env.retain(|b| &b.env_name != env_name);
+        // Synced, or a last good value kept through a transient failure; not the ids refused
+        // by check_ids.
+        if !matches!(
+            e.state,
+            EntryState::Synced | EntryState::Error | EntryState::AccessDenied
+        ) {
+            continue;
+        }
+        let name = secret_name(binding, e.kind, &e.name);
+        let mut h = Sha256::new();
+        for part in [name.as_str(), label, e.name.as_str(), value.as_str()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        out.push(LabelledSecret {
+            name,
+            label: (label, e.name.clone()),
+            value,
+            hash: hex::encode(h.finalize()),
+            content_key: key,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Injection;
+    use crate::plan::content::desired_secret;
+
+    fn entry(kind: EntryKind, name: &str, value: &str) -> ResolvedEntry {
+        ResolvedEntry {
+            kind,
+            name: name.into(),
+            config: (kind == EntryKind::Config).then(|| ("core".into(), name.into())),
+            secret_id: format!("s/{name}"),
+            version_id: Some("v1".into()),
+            outcome: Fetched::Value(value.into()),
+        }
+    }
+
+    #[test]
+    fn connections_and_variables_become_labelled_secrets_config_stays_env() {
+        let resolved = vec![
+            entry(EntryKind::Connection, "my_db", "postgres://u:p@h/db"),
+            entry(EntryKind::Variable, "Flag.1", "on"),
+            entry(EntryKind::Config, "parallelism", "8"),
+        ];
+        let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
+        let labelled = take_labelled(&mut d, "agents");
+        assert_eq!(labelled.len(), 2);
+        let conn = labelled
+            .iter()
+            .find(|l| l.label.0 == CONNECTION_LABEL)
+            .unwrap();
+        assert_eq!(conn.label.1, "my_db");
+        assert_eq!(conn.value, "postgres://u:p@h/db");
+        assert!(conn.name.starts_with("agents-conn-my-db-"), "{}", conn.name);
+        let var = labelled
+            .iter()
+            .find(|l| l.label.0 == VARIABLE_LABEL)
+            .unwrap();
+        assert_eq!(
+            (var.label.1.as_str(), var.value.as_str()),
+            ("Flag.1", "on"),
+            "the id as written: the backend's selector is exact"
+        );
+        assert_eq!(
+            d.data.keys().collect::<Vec<_>>(),
+            ["AIRFLOW__CORE__PARALLELISM"]
+        );
+        assert_eq!(d.env.len(), 1);
+    }
+
+    #[test]
+    fn ids_a_label_cannot_carry_and_ids_taken_by_another_binding_are_reported() {
+        let long = "x".repeat(64);
+        let resolved = vec![
+            entry(EntryKind::Connection, "team/db", "postgres://h"),
+            entry(EntryKind::Connection, &long, "postgres://h"),
+            entry(EntryKind::Connection, "_hidden", "postgres://h"),
+            entry(EntryKind::Variable, "shared", "1"),
+            entry(EntryKind::Variable, "mine", "2"),
+        ];
+        let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
+        let taken = BTreeMap::from([(
+            (EntryKind::Variable, "shared".to_string()),
+            "older".to_string(),
+        )]);
+        check_ids(&mut d.entries, &taken);
+        let states: Vec<EntryState> = d.entries.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [
+                EntryState::Unrepresentable,
+                EntryState::Unrepresentable,
+                EntryState::Unrepresentable,
+                EntryState::Conflict,
+                EntryState::Synced
+            ]
+        );
+        assert!(d.entries[3].message.as_ref().unwrap().contains("older"));
+        let labelled = take_labelled(&mut d, "b");
+        assert_eq!(labelled.len(), 1, "only `mine` is labelled");
+        assert!(
+            d.data.is_empty(),
+            "refused values are not left in the env content"
+        );
+    }
+
+    #[test]
+    fn names_are_valid_distinct_and_stable() {
+        let a = secret_name("b", EntryKind::Connection, "My_DB");
+        let b = secret_name("b", EntryKind::Connection, "my_db");
+        assert_ne!(a, b);
+        assert_eq!(a, secret_name("b", EntryKind::Connection, "My_DB"));
+        assert_ne!(a, secret_name("b", EntryKind::Variable, "My_DB"));
+        let long = secret_name(&"n".repeat(253), EntryKind::Variable, &"v".repeat(63));
+        assert!(long.len() <= 253, "{}", long.len());
+        for n in [a, b, long] {
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values() {
+        for ok in ["a", "my_db", "A.b-c_9", &"x".repeat(63)] {
+            assert!(is_label_value(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a/b", "a b", "a#b", &"x".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The `KubernetesBackend` delivery on the real control plane: one Secret per connection and
+//! variable, labelled for Airflow's `KubernetesSecretsBackend`; the agents (installed the way
+//! the agent chart requires, with `secretBackend` set) point at that backend with no conflict;
+//! their ServiceAccounts may list Secrets; a rotation updates one Secret and rolls nothing.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use support::*;
+
+const T: Duration = Duration::from_secs(60);
+const CLASS: &str =
+    "airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend.KubernetesSecretsBackend";
+const TARGETED: [&str; 3] = [
+    "astro-agent-worker-default-worker",
+    "astro-agent-dag-processor",
+    "astro-agent-triggerer",
+];
+
+fn agents() -> String {
+    format!(
+        "resourceNamePrefix: astro-agent\nsecretBackend: {CLASS}\nworkers:\n  - {{name: default-worker}}\n"
+    )
+}
+
+/// The labelled Secrets in the namespace: (label, id) → (Secret name, value).
+async fn labelled(client: &Client, ns: &str) -> BTreeMap<(String, String), (String, String)> {
+    let mut out = BTreeMap::new();
+    for s in Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=airflow-secrets-operator"))
+        .await
+        .unwrap()
+    {
+        for label in [
+            "airflow.apache.org/connection-id",
+            "airflow.apache.org/variable-key",
+        ] {
+            if let Some(id) = s.labels().get(label) {
+                let value = s.data.as_ref().unwrap()["value"].0.clone();
+                out.insert(
+                    (label.to_string(), id.clone()),
+                    (s.name_any(), String::from_utf8(value).unwrap()),
+                );
+            }
+        }
+    }
+    out
+}
+
+async fn rs_counts(client: &Client, ns: &str) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for d in TARGETED {
+        m.insert(d, replicasets(client, ns, d).await.len());
+    }
+    m
+}
+
+#[tokio::test]
+async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "k8s-backend").await;
+    helm_install_agent(&ns, "astro-agent", &agents());
+    let sm = secrets_manager().await;
+    let p = format!("k8s-backend-{ns}");
+    put_secret(&sm, &format!("{p}/connections/my_db"), "postgresql://u:CANARY@db:5432/app").await;
+    put_secret(&sm, &format!("{p}/connections/team/db"), "postgresql://h/x").await;
+    put_secret(&sm, &format!("{p}/variables/Flag.1"), "on").await;
+    let op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "discovery": {
+                    "connectionsPrefix": format!("{p}/connections"),
+                    "variablesPrefix": format!("{p}/variables")
+                },
+                "config": [{"section": "core", "key": "parallelism", "secretId": format!("{p}/variables/Flag.1")}],
+                "target": {"workloads": {"helmRelease": "astro-agent"}, "injection": "KubernetesBackend"},
+                "refreshInterval": "2s"
+            }
+        }),
+    )
+    .await;
+    let (state, reason) = eventually("agents Ready", T, || async {
+        let r = ready_reason(&client, &ns, "agents").await?;
+        (r.0 == "True").then_some(r)
+    })
+    .await;
+    assert_eq!(state, "True");
+    assert_eq!(reason, "SyncedWithEntryErrors", "team/db cannot be a label value");
+
+    // One Secret per connection and variable, labelled and keyed as the backend reads them.
+    let found = labelled(&client, &ns).await;
+    let conn = ("airflow.apache.org/connection-id".to_string(), "my_db".to_string());
+    let var = ("airflow.apache.org/variable-key".to_string(), "Flag.1".to_string());
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[&conn].1, "postgresql://u:CANARY@db:5432/app");
+    assert_eq!(found[&var].1, "on");
+    let status = binding_status(&client, &ns, "agents").await.unwrap();
+    let team = status.entries.iter().find(|e| e.name == "team/db").unwrap();
+    assert!(
+        team.message.as_ref().unwrap().contains("label value"),
+        "{team:?}"
+    );
+
+    // The agents: the chart's own AIRFLOW__SECRETS__BACKEND (same class) is left as it is; the
+    // kwargs, the [workers] options and the config entry come from the binding's Secret.
+    for d in TARGETED {
+        let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get(d)
+            .await
+            .unwrap();
+        let c = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].clone();
+        let plain: BTreeMap<String, Option<String>> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone()))
+            .collect();
+        assert_eq!(
+            plain["AIRFLOW__SECRETS__BACKEND"].as_deref(),
+            Some(CLASS),
+            "{d}: the chart's entry is kept"
+        );
+        let refs = env_refs(&dep, &c.name);
+        for name in [
+            "AIRFLOW__SECRETS__BACKEND_KWARGS",
+            "AIRFLOW__WORKERS__SECRETS_BACKEND",
+            "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS",
+            "AIRFLOW__CORE__PARALLELISM",
+        ] {
+            assert!(refs.contains_key(name), "{d}: {name} in {refs:?}");
+        }
+        assert!(
+            !refs.contains_key("AIRFLOW_CONN_MY_DB"),
+            "values are not injected as env"
+        );
+        let data = secret_text(&client, &ns, "agents-airflow").await.unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&data["AIRFLOW__SECRETS__BACKEND_KWARGS"])
+                .unwrap(),
+            json!({"namespace": ns})
+        );
+        // The agent's ServiceAccount may list Secrets here, as the backend does.
+        let sa = dep
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let can = run(
+            &ground_var("ASO_KUBECTL"),
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "secrets",
+                "-n",
+                &ns,
+                "--as",
+                &format!("system:serviceaccount:{ns}:{sa}"),
+            ],
+        );
+        assert_eq!(can.trim(), "yes", "{d}: {sa} may list Secrets");
+    }
+
+    // A rotation updates one Secret and rolls nothing.
+    op.quiet().await;
+    let before = rs_counts(&client, &ns).await;
+    let name_before = found[&conn].0.clone();
+    put_secret(&sm, &format!("{p}/connections/my_db"), "postgresql://u:ROTATED@db:5432/app").await;
+    eventually("the rotated value in the labelled Secret", T, || async {
+        let f = labelled(&client, &ns).await;
+        (f.get(&conn)?.1.contains("ROTATED")).then_some(())
+    })
+    .await;
+    assert_eq!(labelled(&client, &ns).await[&conn].0, name_before);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(rs_counts(&client, &ns).await, before, "no rollout");
+
+    let logs = op.stop();
+    assert!(!logs.contains("CANARY") && !logs.contains("ROTATED"));
+    delete_namespace(&client, &ns).await;
+}
