@@ -287,8 +287,10 @@ pub struct Discovery {
     pub sep: String,
 
     /// Regular expression a connection id must match at its start, case-insensitively, to be
-    /// discovered. Python syntax; a construct the operator cannot evaluate exactly (look-around,
-    /// back-references, conditionals) is reported as Invalid in status, never approximated.
+    /// discovered: evaluated exactly as Airflow's `re.match(pattern, id, re.IGNORECASE)`,
+    /// look-around, back-references, conditionals, atomic groups and possessive quantifiers
+    /// included. A pattern Python refuses is reported as Invalid in status with Python's message;
+    /// a match that exceeds the backtracking limit discovers nothing for that id (logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub connections_lookup_pattern: Option<String>,

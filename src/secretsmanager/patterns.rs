@@ -11,15 +11,21 @@ pub enum Lookup {
     All,
     /// Ids the pattern matches at their start.
     Matching(LookupPattern),
-    /// The pattern cannot be evaluated exactly: nothing is discovered (reported in status).
+    /// The pattern is refused (Python rejects it, or a limit): nothing is discovered (reported
+    /// in status).
     Unusable,
 }
 
 impl Lookup {
+    /// Whether the id is discovered. An id the pattern cannot be decided on (it backtracks past
+    /// the engine's limit; Python would hang on it) is not discovered, and the failure is logged.
     pub fn admits(&self, id: &str) -> bool {
         match self {
             Lookup::All => true,
-            Lookup::Matching(p) => p.matches(id),
+            Lookup::Matching(p) => p.matches(id).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "lookup pattern undecidable; id not discovered");
+                false
+            }),
             Lookup::Unusable => false,
         }
     }
