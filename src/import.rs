@@ -32,6 +32,23 @@ pub struct ImportOptions {
     pub release: String,
     pub name: String,
     pub namespace: Option<String>,
+    /// `KubernetesBackend` (rotations without restarts; the agents keep a secrets backend, as
+    /// the agent chart requires) or `Env`.
+    pub injection: crate::api::Injection,
+}
+
+/// What to change in the values.yaml. The agent chart requires `secretBackend`; the binding
+/// must not be shadowed by it.
+fn backend_advice(file: &str, injection: crate::api::Injection) -> String {
+    use crate::plan::labelled::K8S_BACKEND_CLASS;
+    if injection == crate::api::Injection::KubernetesBackend {
+        return format!(
+            "in {file}, set `secretBackend: {K8S_BACKEND_CLASS}` and remove AIRFLOW__SECRETS__BACKEND_KWARGS (and any AIRFLOW__WORKERS__SECRETS_BACKEND*) from commonEnv / env: the binding sets the kwargs, the agents then read the Secrets it writes (no Secrets Manager call per lookup, no restart per rotation). The agent image needs apache-airflow-providers-cncf-kubernetes >= 10.25.0 (check: python -c 'import airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend'); without it, import with --injection env"
+        );
+    }
+    format!(
+        "Airflow consults a configured secrets backend before environment variables, and the agent chart requires `secretBackend`: once the binding is Ready, set `secretBackend: airflow.secrets.local_filesystem.LocalFilesystemBackend` (the chart's default, which finds nothing without file paths) in {file} and remove AIRFLOW__SECRETS__BACKEND_KWARGS, or the injected values stay shadowed"
+    )
 }
 
 /// Converts the text of a values.yaml. `file` is only used in messages.
@@ -234,14 +251,13 @@ pub fn import_values(file: &str, text: &str, opts: &ImportOptions) -> Result<Imp
         spec.insert("source".into(), Value::Object(source));
     }
     spec.insert("discovery".into(), Value::Object(discovery));
-    spec.insert(
-        "target".into(),
-        json!({"workloads": {"helmRelease": opts.release}}),
-    );
+    let mut target = json!({"workloads": {"helmRelease": opts.release}});
+    if opts.injection != crate::api::Injection::Env {
+        target["injection"] = json!(opts.injection);
+    }
+    spec.insert("target".into(), target);
 
-    let mut notes = vec![format!(
-        "Airflow consults a configured secrets backend before environment variables: once the binding is Ready, remove `secretBackend` and AIRFLOW__SECRETS__BACKEND_KWARGS from {file} (or set their prefixes to null), or the injected values stay shadowed"
-    )];
+    let mut notes = vec![backend_advice(file, opts.injection)];
     if let Some(prefix) = values.get("resourceNamePrefix").and_then(Value::as_str) {
         notes.push(format!(
             "the agents' Deployments are named {prefix}-worker-<name>, {prefix}-dag-processor, {prefix}-triggerer; the binding selects them by the Helm release {:?} (pass --release if that is not the release name)",
@@ -290,6 +306,7 @@ mod tests {
             release: "astro-agent".into(),
             name: "agents".into(),
             namespace: None,
+            injection: crate::api::Injection::KubernetesBackend,
         }
     }
 
@@ -320,6 +337,26 @@ commonEnv:
         assert_eq!(
             b["spec"]["source"]["roleArn"],
             "arn:aws:iam::123456789012:role/airflow"
+        );
+        assert_eq!(b["spec"]["target"]["injection"], "KubernetesBackend");
+        assert!(
+            got.notes[0].contains(&format!(
+                "set `secretBackend: {}`",
+                crate::plan::labelled::K8S_BACKEND_CLASS
+            )),
+            "the chart requires a backend: the note names the one to keep: {}",
+            got.notes[0]
+        );
+        let env = ImportOptions {
+            injection: crate::api::Injection::Env,
+            ..opts()
+        };
+        let got = import_values("values.yaml", values, &env).unwrap();
+        assert!(got.binding["spec"]["target"].get("injection").is_none());
+        assert!(
+            got.notes[0].contains("LocalFilesystemBackend"),
+            "{}",
+            got.notes[0]
         );
         assert_eq!(
             b["spec"]["target"]["workloads"]["helmRelease"],

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use airflow_secrets_operator::api::Injection;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Airflow connections, variables and config from AWS Secrets Manager, for Kubernetes.
@@ -83,9 +84,20 @@ enum Command {
         /// Namespace of the binding (default: the values' `namespace`).
         #[arg(long)]
         namespace: Option<String>,
+        /// How the agents get the values: through Airflow's KubernetesSecretsBackend reading
+        /// labelled Secrets (rotations without restarts; needs the cncf-kubernetes provider >=
+        /// 10.25.0 in the agent image), or as env vars.
+        #[arg(long, value_enum, default_value_t = ImportInjection::KubernetesBackend)]
+        injection: ImportInjection,
         #[arg(short, long, value_enum, default_value_t = Output::Yaml)]
         output: Output,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ImportInjection {
+    KubernetesBackend,
+    Env,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -168,12 +180,17 @@ fn main() -> ExitCode {
             release,
             name,
             namespace,
+            injection,
             output,
         } => {
             let opts = airflow_secrets_operator::import::ImportOptions {
                 release,
                 name,
                 namespace,
+                injection: match injection {
+                    ImportInjection::KubernetesBackend => Injection::KubernetesBackend,
+                    ImportInjection::Env => Injection::Env,
+                },
             };
             let shown = file.display().to_string();
             let result = std::fs::read_to_string(&file)

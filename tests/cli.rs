@@ -155,9 +155,13 @@ async fn import_values_prints_a_binding_the_api_server_accepts() {
         "astro-agent",
     ]));
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains(
-        "note: Airflow consults a configured secrets backend before environment variables"
-    ));
+    assert!(
+        out.stderr.contains(
+            "set `secretBackend: airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend.KubernetesSecretsBackend`"
+        ),
+        "{}",
+        out.stderr
+    );
     let binding: Value = serde_yaml::from_str(&out.stdout).expect("YAML output");
     assert_eq!(binding["metadata"]["namespace"], "airflow-agents");
     assert_eq!(

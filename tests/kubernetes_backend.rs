@@ -34,7 +34,9 @@ fn agents() -> String {
 async fn labelled(client: &Client, ns: &str) -> BTreeMap<(String, String), (String, String)> {
     let mut out = BTreeMap::new();
     for s in Api::<Secret>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=airflow-secrets-operator"))
+        .list(
+            &ListParams::default().labels("app.kubernetes.io/managed-by=airflow-secrets-operator"),
+        )
         .await
         .unwrap()
     {
@@ -70,7 +72,12 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
     helm_install_agent(&ns, "astro-agent", &agents());
     let sm = secrets_manager().await;
     let p = format!("k8s-backend-{ns}");
-    put_secret(&sm, &format!("{p}/connections/my_db"), "postgresql://u:CANARY@db:5432/app").await;
+    put_secret(
+        &sm,
+        &format!("{p}/connections/my_db"),
+        "postgresql://u:CANARY@db:5432/app",
+    )
+    .await;
     put_secret(&sm, &format!("{p}/connections/team/db"), "postgresql://h/x").await;
     put_secret(&sm, &format!("{p}/variables/Flag.1"), "on").await;
     let op = Operator::start(&ns);
@@ -98,12 +105,21 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
     })
     .await;
     assert_eq!(state, "True");
-    assert_eq!(reason, "SyncedWithEntryErrors", "team/db cannot be a label value");
+    assert_eq!(
+        reason, "SyncedWithEntryErrors",
+        "team/db cannot be a label value"
+    );
 
     // One Secret per connection and variable, labelled and keyed as the backend reads them.
     let found = labelled(&client, &ns).await;
-    let conn = ("airflow.apache.org/connection-id".to_string(), "my_db".to_string());
-    let var = ("airflow.apache.org/variable-key".to_string(), "Flag.1".to_string());
+    let conn = (
+        "airflow.apache.org/connection-id".to_string(),
+        "my_db".to_string(),
+    );
+    let var = (
+        "airflow.apache.org/variable-key".to_string(),
+        "Flag.1".to_string(),
+    );
     assert_eq!(found.len(), 2, "{found:?}");
     assert_eq!(found[&conn].1, "postgresql://u:CANARY@db:5432/app");
     assert_eq!(found[&var].1, "on");
@@ -121,7 +137,16 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
             .get(d)
             .await
             .unwrap();
-        let c = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].clone();
+        let c = dep
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .clone();
         let plain: BTreeMap<String, Option<String>> = c
             .env
             .iter()
@@ -184,7 +209,12 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
     op.quiet().await;
     let before = rs_counts(&client, &ns).await;
     let name_before = found[&conn].0.clone();
-    put_secret(&sm, &format!("{p}/connections/my_db"), "postgresql://u:ROTATED@db:5432/app").await;
+    put_secret(
+        &sm,
+        &format!("{p}/connections/my_db"),
+        "postgresql://u:ROTATED@db:5432/app",
+    )
+    .await;
     eventually("the rotated value in the labelled Secret", T, || async {
         let f = labelled(&client, &ns).await;
         (f.get(&conn)?.1.contains("ROTATED")).then_some(())
