@@ -56,6 +56,67 @@ async fn labelled(client: &Client, ns: &str) -> BTreeMap<(String, String), (Stri
     out
 }
 
+/// Lookups through Airflow 3.3.2's real KubernetesSecretsBackend in `ns` (its client built from
+/// the test ground's kubeconfig): one result per lookup.
+fn airflow_lookups(ns: &str, lookups: serde_json::Value) -> Vec<serde_json::Value> {
+    let python = format!("{}/bin/python", ground_var("ASO_AIRFLOW33_VENV"));
+    let script = repo_root().join("tests/golden/k8s_backend_oracle.py");
+    let out = pipe(
+        &python,
+        &[script.to_str().unwrap(), &ground_var("KUBECONFIG"), ns],
+        lookups.to_string().as_bytes(),
+        "KubernetesSecretsBackend oracle",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("oracle JSON");
+    v["results"].as_array().unwrap().clone()
+}
+
+/// Airflow's own config, loaded from the env of a Deployment's pod template (secretKeyRefs
+/// resolved from the Secrets): ([secrets] backend, its kwargs, [workers] secrets_backend).
+async fn airflow_config_of(client: &Client, ns: &str, dep: &Deployment) -> serde_json::Value {
+    let c = &dep
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let mut env = BTreeMap::new();
+    for e in c.env.iter().flatten() {
+        if let Some(v) = &e.value {
+            env.insert(e.name.clone(), v.clone());
+        } else if let Some(r) = e
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+        {
+            let data = secret_text(client, ns, &r.name).await.unwrap();
+            env.insert(e.name.clone(), data[&r.key].clone());
+        }
+    }
+    let python = format!("{}/bin/python", ground_var("ASO_AIRFLOW33_VENV"));
+    let code = "import json; from airflow.configuration import conf; print(json.dumps([conf.get('secrets', 'backend'), json.loads(conf.get('secrets', 'backend_kwargs')), conf.get('workers', 'secrets_backend'), json.loads(conf.get('workers', 'secrets_backend_kwargs'))]))";
+    let out = std::process::Command::new(python)
+        .args(["-c", code])
+        .env_clear()
+        .env(
+            "AIRFLOW_HOME",
+            std::env::temp_dir().join(format!("aso-airflow-home-{ns}")),
+        )
+        .envs(&env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
 async fn rs_counts(client: &Client, ns: &str) -> BTreeMap<&'static str, usize> {
     let mut m = BTreeMap::new();
     for d in TARGETED {
@@ -205,6 +266,51 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
         assert_eq!(can.trim(), "yes", "{d}: {sa} may list Secrets");
     }
 
+    // Airflow's own config, from the agents' env, names the backend and this namespace.
+    let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get(TARGETED[0])
+        .await
+        .unwrap();
+    assert_eq!(
+        airflow_config_of(&client, &ns, &dep).await,
+        json!([CLASS, {"namespace": ns}, CLASS, {"namespace": ns}])
+    );
+    // Airflow's real KubernetesSecretsBackend reads what the binding wrote.
+    let lookups = json!([
+        {"kind": "connection", "id": "my_db"},
+        {"kind": "variable", "id": "Flag.1"},
+        {"kind": "connection", "id": "team/db"}
+    ]);
+    let got = airflow_lookups(&ns, lookups.clone());
+    for class in ["core", "sdk"] {
+        let c = &got[0][class];
+        assert_eq!(c["found"], true, "{got:?}");
+        assert_eq!(
+            (
+                &c["conn_type"],
+                &c["login"],
+                &c["password"],
+                &c["host"],
+                &c["port"],
+                &c["schema"]
+            ),
+            (
+                &json!("postgres"),
+                &json!("u"),
+                &json!("CANARY"),
+                &json!("db"),
+                &json!(5432),
+                &json!("app")
+            ),
+            "{class}"
+        );
+    }
+    assert_eq!(got[1]["value"], "on");
+    assert_eq!(
+        got[2]["core"]["found"], false,
+        "team/db is reported, not labelled"
+    );
+
     // A rotation updates one Secret and rolls nothing.
     op.quiet().await;
     let before = rs_counts(&client, &ns).await;
@@ -221,7 +327,12 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
     })
     .await;
     assert_eq!(labelled(&client, &ns).await[&conn].0, name_before);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The backend reads from the API server's watch cache: the new value shows shortly.
+    eventually("Airflow reads the rotated value", T, || async {
+        let got = airflow_lookups(&ns, json!([{"kind": "connection", "id": "my_db"}]));
+        (got[0]["sdk"]["password"] == "ROTATED").then_some(())
+    })
+    .await;
     assert_eq!(rs_counts(&client, &ns).await, before, "no rollout");
 
     let logs = op.stop();

@@ -16,7 +16,7 @@ step "checking tools"
 
 step "test assets (built once into ~/.cache/airflow-secrets-operator)"
 eval "$("$root/tests/ground/assets.sh" all)"
-export ASO_AIRFLOW_VENV
+export ASO_AIRFLOW_VENV ASO_AIRFLOW33_VENV
 
 step "lint: rustfmt and clippy"
 cargo fmt --all --check

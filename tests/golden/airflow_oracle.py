@@ -15,8 +15,10 @@ For every entry it asks Airflow twice, the way a worker would:
 Connections are built with the core Connection class (API server, triggerer, dag processor)
 and the Task SDK Connection class (task runner), and count as found only when Airflow's own
 lookup would return them (get_uri() is called inside the lookup, so a connection whose get_uri
-raises is not found). Prints, after a line `=== aso-oracle-result ===`, {"connections": [{"id", "sm": {...}, "env": {...}}], "variables": [...]}
-on stdout. Values are compared by the caller; this script prints them only to that pipe.
+raises is not found). Prints, after a line `=== aso-oracle-result ===`, {"airflow": VERSION,
+"connections": [{"id", "sm": {...}, "env": {...}}], "variables": [...]}
+on stdout. Works with every Airflow of the golden tests' version matrix (3.1.8 and 3.3.2): the
+classes it imports are where both versions have them. Values are compared by the caller; this script prints them only to that pipe.
 """
 import json
 import os
@@ -28,6 +30,7 @@ os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="aso-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 warnings.simplefilter("ignore")
 
+import airflow  # noqa: E402
 import boto3  # noqa: E402
 from airflow.models.connection import Connection as CoreConnection  # noqa: E402
 from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend  # noqa: E402
@@ -44,10 +47,15 @@ def describe(conn_class, conn_id, value):
         return {"found": False, "why": "no value"}
     try:
         v = value.strip()
+        # As the secrets backends deserialize a value (3.1.8's BaseSecretsBackend and the Task
+        # SDK's, 3.3.2's _deserialize_connection_value): the core class has no from_uri and
+        # takes the URI in its constructor.
         if v[0] == "{":
             conn = conn_class.from_json(conn_id=conn_id, value=v)
-        else:
+        elif hasattr(conn_class, "from_uri"):
             conn = conn_class.from_uri(conn_id=conn_id, uri=v)
+        else:
+            conn = conn_class(conn_id=conn_id, uri=v)
         conn.get_uri()
     except Exception as e:  # the lookup loop swallows every error: not found
         return {"found": False, "why": type(e).__name__}
@@ -107,7 +115,7 @@ def main():
     store(kwargs["variables_prefix"], job.get("variables", []))
 
     env_backend = EnvironmentVariablesBackend()
-    result = {"connections": [], "variables": []}
+    result = {"airflow": airflow.__version__, "connections": [], "variables": []}
     for kind, entries, lookup in (
         ("connections", job.get("connections", []), conn_lookup),
         ("variables", job.get("variables", []), var_lookup),

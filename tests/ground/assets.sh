@@ -8,12 +8,16 @@
 # is never mistaken for a finished one.
 # Prints `export` lines for the paths on stdout (eval it); progress goes to stderr.
 #
-# Usage: tests/ground/assets.sh [all|kube|etcd|kwok|helm|moto|airflow]...
+# Usage: tests/ground/assets.sh [all|kube|etcd|kwok|helm|moto|airflow|airflow33]...
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=pins.env
 source "$here/pins.env"
+# An Airflow venv's directory names every pinned package, so changing any pin rebuilds it.
+airflow_providers="amazon-$AIRFLOW_AMAZON_PROVIDER_VERSION-cncf-kubernetes-$AIRFLOW_CNCF_KUBERNETES_PROVIDER_VERSION"
+airflow_id="$AIRFLOW_VERSION-$airflow_providers"
+airflow33_id="$AIRFLOW33_VERSION-$airflow_providers"
 
 cache=${ASO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/airflow-secrets-operator}
 mkdir -p "$cache"
@@ -140,12 +144,19 @@ python_venv() {
 
 build_moto() { python_venv "$1" "moto[server]==$MOTO_VERSION"; }
 
-build_airflow() {
+# airflow_venv DEST AIRFLOW_VERSION
+airflow_venv() {
   # Apache Airflow is the oracle for connection and variable semantics; boto3 comes with
-  # the Amazon provider, whose SecretsManagerBackend reads the emulator.
-  python_venv "$1" "apache-airflow==$AIRFLOW_VERSION" \
-    "apache-airflow-providers-amazon==$AIRFLOW_AMAZON_PROVIDER_VERSION"
+  # the Amazon provider, whose SecretsManagerBackend reads the emulator, and the kubernetes
+  # client with the cncf-kubernetes provider, whose KubernetesSecretsBackend reads Secrets.
+  # apache-airflow is pinned, so pip's resolver fits the providers' other dependencies to it.
+  python_venv "$1" "apache-airflow==$2" \
+    "apache-airflow-providers-amazon==$AIRFLOW_AMAZON_PROVIDER_VERSION" \
+    "apache-airflow-providers-cncf-kubernetes==$AIRFLOW_CNCF_KUBERNETES_PROVIDER_VERSION"
 }
+
+build_airflow() { airflow_venv "$1" "$AIRFLOW_VERSION"; }
+build_airflow33() { airflow_venv "$1" "$AIRFLOW33_VERSION"; }
 
 want=("$@")
 [[ ${#want[@]} -gt 0 ]] || want=(all)
@@ -157,14 +168,16 @@ for w in "${want[@]}"; do
       build_into kwok "$KWOK_VERSION" build_kwok
       build_into helm "$HELM_VERSION" build_helm
       build_into moto "$MOTO_VERSION" build_moto
-      build_into airflow "$AIRFLOW_VERSION-amazon-$AIRFLOW_AMAZON_PROVIDER_VERSION" build_airflow
+      build_into airflow "$airflow_id" build_airflow
+      build_into airflow "$airflow33_id" build_airflow33
       ;;
     kube) build_into kube "$K8S_VERSION" build_kube ;;
     etcd) build_into etcd "$ETCD_VERSION" build_etcd ;;
     kwok) build_into kwok "$KWOK_VERSION" build_kwok ;;
     helm) build_into helm "$HELM_VERSION" build_helm ;;
     moto) build_into moto "$MOTO_VERSION" build_moto ;;
-    airflow) build_into airflow "$AIRFLOW_VERSION-amazon-$AIRFLOW_AMAZON_PROVIDER_VERSION" build_airflow ;;
+    airflow) build_into airflow "$airflow_id" build_airflow ;;
+    airflow33) build_into airflow "$airflow33_id" build_airflow33 ;;
     *) die "unknown asset '$w'" ;;
   esac
 done
@@ -175,5 +188,6 @@ export ASO_ETCD_BIN=$cache/etcd-$ETCD_VERSION
 export ASO_KWOK_DIR=$cache/kwok-$KWOK_VERSION
 export ASO_HELM_BIN=$cache/helm-$HELM_VERSION
 export ASO_MOTO_VENV=$cache/moto-$MOTO_VERSION/venv
-export ASO_AIRFLOW_VENV=$cache/airflow-$AIRFLOW_VERSION-amazon-$AIRFLOW_AMAZON_PROVIDER_VERSION/venv
+export ASO_AIRFLOW_VENV=$cache/airflow-$airflow_id/venv
+export ASO_AIRFLOW33_VENV=$cache/airflow-$airflow33_id/venv
 EOF
