@@ -100,6 +100,14 @@ fn needed_rules() -> Rules {
     );
     add("apps", "deployments", &["get", "list", "watch", "patch"]);
     add("events.k8s.io", "events", &["create", "patch"]);
+    // injection KubernetesBackend: the agents' Role + RoleBinding (applied, deleted).
+    for resource in ["roles", "rolebindings"] {
+        add(
+            "rbac.authorization.k8s.io",
+            resource,
+            &["create", "patch", "delete"],
+        );
+    }
     rules
 }
 
