@@ -74,15 +74,7 @@ fn airflow_lookups(ns: &str, lookups: serde_json::Value) -> Vec<serde_json::Valu
 /// Airflow's own config, loaded from the env of a Deployment's pod template (secretKeyRefs
 /// resolved from the Secrets): ([secrets] backend, its kwargs, [workers] secrets_backend).
 async fn airflow_config_of(client: &Client, ns: &str, dep: &Deployment) -> serde_json::Value {
-    let c = &dep
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let c = &pod(dep).containers[0];
     let mut env = BTreeMap::new();
     for e in c.env.iter().flatten() {
         if let Some(v) = &e.value {
@@ -198,16 +190,7 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
             .get(d)
             .await
             .unwrap();
-        let c = dep
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0]
-            .clone();
+        let c = pod(&dep).containers[0].clone();
         let plain: BTreeMap<String, Option<String>> = c
             .env
             .iter()
@@ -239,14 +222,7 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
             json!({"namespace": ns})
         );
         // The agent's ServiceAccount may list Secrets here, as the backend does.
-        let sa = dep
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
+        let sa = pod(&dep)
             .service_account_name
             .clone()
             .unwrap_or_else(|| "default".into());

@@ -47,6 +47,17 @@ async fn rs_counts(client: &Client, ns: &str) -> BTreeMap<&'static str, usize> {
     m
 }
 
+/// Every Secret of the namespace: "secret/<name>" → resource version.
+async fn secret_versions(client: &Client, ns: &str) -> BTreeMap<String, Option<String>> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (format!("secret/{}", s.name_any()), s.resource_version()))
+        .collect()
+}
+
 async fn ready(client: &Client, ns: &str, name: &str) -> Option<()> {
     let (s, _) = ready_reason(client, ns, name).await?;
     (s == "True").then_some(())
@@ -272,14 +283,7 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
     }
     // Idle: several refreshes, no write to any Secret or Deployment.
     let versions = |client: Client, ns: String| async move {
-        let mut v = BTreeMap::new();
-        for s in Api::<Secret>::namespaced(client.clone(), &ns)
-            .list(&Default::default())
-            .await
-            .unwrap()
-        {
-            v.insert(format!("secret/{}", s.name_any()), s.resource_version());
-        }
+        let mut v = secret_versions(&client, &ns).await;
         for d in TARGETED {
             let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
                 .get(d)
@@ -647,14 +651,7 @@ async fn a_restart_reads_only_what_the_secrets_do_not_hold_and_writes_nothing() 
     }
     op.quiet().await;
     let snapshot = |client: Client, ns: String| async move {
-        let mut v = BTreeMap::new();
-        for s in Api::<Secret>::namespaced(client.clone(), &ns)
-            .list(&Default::default())
-            .await
-            .unwrap()
-        {
-            v.insert(format!("secret/{}", s.name_any()), s.resource_version());
-        }
+        let mut v = secret_versions(&client, &ns).await;
         for d in TARGETED {
             let n = replicasets(&client, &ns, d).await.len();
             v.insert(format!("replicasets/{d}"), Some(n.to_string()));

@@ -424,3 +424,36 @@ async fn concurrent_first_syncs_share_value_reads() {
     assert!(c[1] <= 5, "30 values in a handful of batch reads: {c:?}");
     println!("30 concurrent first syncs: {c:?} (ListSecrets, BatchGetSecretValue, GetSecretValue)");
 }
+
+/// 30 explicit names whose prefix also holds 400 unrelated secrets: the first check lists the
+/// prefix only as far as that is cheaper than checking by name (3 pages), then checks by name;
+/// from then on only by name (3 calls for 30 names), never the whole prefix.
+#[tokio::test]
+async fn names_among_many_unrelated_secrets_are_checked_by_name() {
+    let (aws, p, specs) = thirty_one_connection_bindings("view-sparse").await;
+    for i in 0..400 {
+        put_secret(&aws, &format!("{p}/conns/z{i:03}"), "unrelated").await;
+    }
+    let sm = SecretsManager::from_env().await;
+    // As at the operator's start: every binding's names are known before the first check.
+    for (i, s) in specs.iter().enumerate() {
+        sm.register(&("ns".into(), format!("b{i}")), s).await;
+    }
+    let first = resolve_all(&sm, &specs).await;
+    assert!(
+        first
+            .iter()
+            .all(|e| matches!(e[0].outcome, Fetched::Value(_)))
+    );
+    let c1 = calls(&sm);
+    assert_eq!(
+        c1[0], 6,
+        "3 pages of the prefix, then 3 listings by name: {c1:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    let idle = resolve_all(&sm, &specs).await;
+    assert_eq!(idle, first);
+    let c2 = calls(&sm);
+    assert_eq!(c2[0] - c1[0], 3, "by name only: {c2:?}");
+    assert_eq!(c2[1], c1[1], "no value read: {c2:?}");
+}

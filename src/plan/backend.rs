@@ -62,11 +62,21 @@ pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec) -> Value {
 /// `[secrets]` and for `[workers]` (which Airflow 3 workers read first), as resolved entries so
 /// that they flow through the same mapping, Secret and injection as values do.
 pub fn backend_entries(spec: &crate::api::AirflowSecretBindingSpec) -> Vec<ResolvedEntry> {
-    let kwargs = backend_kwargs(spec).to_string();
+    backend_options(
+        SM_BACKEND_CLASS,
+        &backend_kwargs(spec),
+        "(backend mode: no value is read)",
+    )
+}
+
+/// The config options that select a secrets backend class with kwargs, for `[secrets]` and for
+/// `[workers]`, as config entries (`origin` stands where a secret id would).
+pub fn backend_options(class: &str, kwargs: &Value, origin: &str) -> Vec<ResolvedEntry> {
+    let kwargs = kwargs.to_string();
     [
-        ("secrets", "backend", SM_BACKEND_CLASS.to_string()),
+        ("secrets", "backend", class.to_string()),
         ("secrets", "backend_kwargs", kwargs.clone()),
-        ("workers", "secrets_backend", SM_BACKEND_CLASS.to_string()),
+        ("workers", "secrets_backend", class.to_string()),
         ("workers", "secrets_backend_kwargs", kwargs),
     ]
     .into_iter()
@@ -74,7 +84,7 @@ pub fn backend_entries(spec: &crate::api::AirflowSecretBindingSpec) -> Vec<Resol
         kind: EntryKind::Config,
         name: format!("{section}.{key}"),
         config: Some((section.into(), key.into())),
-        secret_id: "(backend mode: no value is read)".into(),
+        secret_id: origin.into(),
         version_id: None,
         outcome: Fetched::Value(value),
     })

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::airflow::names;
 use crate::api::{EntryKind, EntryState, EntryStatus};
-use crate::entries::{Fetched, ResolvedEntry};
+use crate::entries::ResolvedEntry;
 use crate::plan::content::{DesiredSecret, secret_key_for};
 
 /// Airflow's Kubernetes secrets backend class.
@@ -46,23 +46,11 @@ pub struct LabelledSecret {
 /// `[workers]` (which Airflow 3 workers read first), as resolved entries that flow through the
 /// binding's Secret and env injection like any config entry.
 pub fn backend_entries(namespace: &str) -> Vec<ResolvedEntry> {
-    let kwargs = serde_json::json!({ "namespace": namespace }).to_string();
-    [
-        ("secrets", "backend", K8S_BACKEND_CLASS.to_string()),
-        ("secrets", "backend_kwargs", kwargs.clone()),
-        ("workers", "secrets_backend", K8S_BACKEND_CLASS.to_string()),
-        ("workers", "secrets_backend_kwargs", kwargs),
-    ]
-    .into_iter()
-    .map(|(section, key, value)| ResolvedEntry {
-        kind: EntryKind::Config,
-        name: format!("{section}.{key}"),
-        config: Some((section.into(), key.into())),
-        secret_id: "(kubernetes backend: no value is read)".into(),
-        version_id: None,
-        outcome: Fetched::Value(value),
-    })
-    .collect()
+    crate::plan::backend::backend_options(
+        K8S_BACKEND_CLASS,
+        &serde_json::json!({ "namespace": namespace }),
+        "(kubernetes backend: no value is read)",
+    )
 }
 
 /// Whether `id` can be a label value (63 characters of `[A-Za-z0-9._-]`, starting and ending
@@ -196,6 +184,7 @@ pub fn take_labelled(desired: &mut DesiredSecret, binding: &str) -> Vec<Labelled
 mod tests {
     use super::*;
     use crate::api::Injection;
+    use crate::entries::Fetched;
     use crate::plan::content::desired_secret;
 
     fn entry(kind: EntryKind, name: &str, value: &str) -> ResolvedEntry {

@@ -50,9 +50,21 @@ impl Api<'_> {
 
     /// `ListSecrets` with name filter values (prefix matches; none: every secret), all pages.
     pub async fn list(&self, filter: &[String]) -> Result<Vec<Listed>, ResolveError> {
+        Ok(self
+            .list_upto(filter, usize::MAX)
+            .await?
+            .expect("no page limit"))
+    }
+
+    /// Like [`Api::list`], but gives up (None) when more than `max_pages` pages would be needed.
+    pub async fn list_upto(
+        &self,
+        filter: &[String],
+        max_pages: usize,
+    ) -> Result<Option<Vec<Listed>>, ResolveError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
-        loop {
+        for _ in 0..max_pages {
             let mut req = self
                 .client
                 .list_secrets()
@@ -101,9 +113,10 @@ impl Api<'_> {
             }
             token = page.next_token().map(str::to_string);
             if token.is_none() {
-                return Ok(out);
+                return Ok(Some(out));
             }
         }
+        Ok(None)
     }
 
     /// `BatchGetSecretValue` in chunks of 20; id → (version id, outcome) for every id asked,

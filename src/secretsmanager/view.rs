@@ -27,8 +27,9 @@ pub type ReaderKey = (String, String);
 /// How one set of explicit names is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    /// List everything under the prefix (one call per 100 secrets).
-    Prefix(String),
+    /// List everything under the prefix (one call per 100 secrets); the names are checked by
+    /// name instead if the prefix turns out to hold too many others.
+    Prefix(String, Vec<String>),
     /// List by up to 10 exact names.
     Names(Vec<String>),
 }
@@ -50,7 +51,10 @@ pub fn plan_checks(names: &BTreeSet<String>, prefix_sizes: &HashMap<String, usiz
             None => group.len() > FILTER_VALUES,
         };
         if !prefix.is_empty() && by_prefix {
-            out.push(Check::Prefix(prefix.to_string()));
+            out.push(Check::Prefix(
+                prefix.to_string(),
+                group.iter().map(|s| s.to_string()).collect(),
+            ));
         } else {
             for chunk in group.chunks(FILTER_VALUES) {
                 out.push(Check::Names(chunk.iter().map(|s| s.to_string()).collect()));
@@ -268,25 +272,20 @@ impl View {
         };
         for check in plan_checks(&due, &sizes) {
             match check {
-                Check::Prefix(p) => {
-                    self.listing(calls, &p, Duration::ZERO).await?;
-                }
-                Check::Names(chunk) => {
-                    let listed = self.api(calls).list(&chunk).await?;
-                    let exact: Vec<Listed> = listed
-                        .into_iter()
-                        .filter(|l| chunk.contains(&l.name))
-                        .collect();
-                    let now = Instant::now();
-                    let mut s = self.state();
-                    for n in &chunk {
-                        let v = exact
-                            .iter()
-                            .find(|l| &l.name == n)
-                            .map(|l| l.current_version.clone());
-                        s.learn_version(n, v.flatten(), now);
+                Check::Prefix(p, names) => {
+                    // A prefix of unknown size is listed only as long as that stays cheaper
+                    // than checking its names by name; then by name (and its size is known).
+                    let cap = match sizes.contains_key(&p) {
+                        true => usize::MAX,
+                        false => names.len().div_ceil(FILTER_VALUES),
+                    };
+                    if !self.list_prefix(calls, &p, cap).await? {
+                        for chunk in names.chunks(FILTER_VALUES) {
+                            self.check_names(calls, chunk).await?;
+                        }
                     }
                 }
+                Check::Names(chunk) => self.check_names(calls, &chunk).await?,
             }
         }
         let s = self.state();
@@ -294,6 +293,45 @@ impl View {
             .iter()
             .map(|n| (n.clone(), s.versions.get(n).and_then(|(v, _)| v.clone())))
             .collect())
+    }
+
+    /// Lists a prefix for a version check, in at most `max_pages` pages: false (and the prefix
+    /// remembered as larger than that) when it holds more.
+    async fn list_prefix(
+        &self,
+        calls: &Calls,
+        prefix: &str,
+        max_pages: usize,
+    ) -> Result<bool, ResolveError> {
+        let filter = [prefix.to_string()];
+        match self.api(calls).list_upto(&filter, max_pages).await? {
+            Some(listed) => {
+                self.learn(Some(prefix), &Arc::new(listed));
+                Ok(true)
+            }
+            None => {
+                let at_least = max_pages.saturating_mul(LIST_PAGE as usize) + 1;
+                self.state()
+                    .prefix_sizes
+                    .insert(prefix.to_string(), at_least);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Checks up to 10 names with one listing by name (prefix matches, kept when exact).
+    async fn check_names(&self, calls: &Calls, chunk: &[String]) -> Result<(), ResolveError> {
+        let listed = self.api(calls).list(chunk).await?;
+        let now = Instant::now();
+        let mut s = self.state();
+        for n in chunk {
+            let v = listed
+                .iter()
+                .find(|l| &l.name == n)
+                .and_then(|l| l.current_version.clone());
+            s.learn_version(n, v, now);
+        }
+        Ok(())
     }
 
     /// Registers the explicit names a reader checks (see [`View::versions`]).
@@ -441,7 +479,7 @@ mod tests {
         // Never listed: many names under one prefix are checked by listing it.
         assert_eq!(
             plan_checks(&set(&thousand), &HashMap::new()),
-            [Check::Prefix("bench/connections/".into())]
+            [Check::Prefix("bench/connections/".into(), thousand.clone())]
         );
         // The prefix turned out to hold 10,000 others: by name is cheaper (100 < 110 calls).
         let sizes = HashMap::from([("bench/connections/".to_string(), 11_000)]);

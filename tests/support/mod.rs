@@ -410,19 +410,20 @@ pub async fn create_plain_deployment(client: &Client, ns: &str, name: &str) {
         .unwrap_or_else(|e| panic!("create Deployment {name}: {e}"));
 }
 
+/// The pod template's spec of a Deployment.
+pub fn pod(d: &k8s_openapi::api::apps::v1::Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("a Deployment has a pod template")
+}
+
 /// Env entries of one container of a Deployment's pod template: name → (secret, key).
 pub fn env_refs(
     d: &k8s_openapi::api::apps::v1::Deployment,
     container: &str,
 ) -> std::collections::BTreeMap<String, (String, String)> {
-    let c = d
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
+    let c = pod(d)
         .containers
         .iter()
         .find(|c| c.name == container)
