@@ -1,7 +1,11 @@
-//! The `KubernetesBackend` delivery on the real control plane: one Secret per connection and
-//! variable, labelled for Airflow's `KubernetesSecretsBackend`; the agents (installed the way
-//! the agent chart requires, with `secretBackend` set) point at that backend with no conflict;
-//! their ServiceAccounts may list Secrets; a rotation updates one Secret and rolls nothing.
+//! The deliveries that configure Airflow's secrets backend, on the real control plane and the
+//! agent stand-in chart installed the way the agent chart requires (`secretBackend` set):
+//! - `KubernetesBackend`: one Secret per connection and variable, labelled for Airflow's
+//!   `KubernetesSecretsBackend`, which (real, Airflow 3.3.2) reads them; the chart's own backend
+//!   entry is kept; the agents' ServiceAccounts may list Secrets; a rotation updates one Secret
+//!   and rolls nothing;
+//! - `mode: Backend`: the chart's SecretsManagerBackend class is kept, its kwargs come from the
+//!   binding.
 
 mod support;
 
@@ -313,5 +317,83 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
 
     let logs = op.stop();
     assert!(!logs.contains("CANARY") && !logs.contains("ROTATED"));
+    delete_namespace(&client, &ns).await;
+}
+
+/// Backend mode on the agent chart installed the way Astronomer's docs say (`secretBackend` set
+/// to SecretsManagerBackend, its kwargs in `commonEnv`): the chart's class is left as it is; its
+/// different kwargs are a conflict that says what to remove from the values; once removed, the
+/// binding is Ready and Airflow's config from the agents' env is the binding's backend.
+#[tokio::test]
+async fn backend_mode_keeps_the_agent_charts_backend_class() {
+    const SM: &str = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend";
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "backend-chart").await;
+    let with_kwargs = format!(
+        "resourceNamePrefix: astro-agent\nsecretBackend: {SM}\ncommonEnv:\n  - {{name: AIRFLOW__SECRETS__BACKEND_KWARGS, value: '{{\"connections_prefix\": \"old/connections\"}}'}}\nworkers:\n  - {{name: default-worker}}\n"
+    );
+    helm_install_agent(&ns, "astro-agent", &with_kwargs);
+    let _op = Operator::start(&ns);
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "backend"},
+            "spec": {
+                "mode": "Backend",
+                "source": {"region": "eu-west-1"},
+                "discovery": {"connectionsPrefix": "airflow/connections", "variablesPrefix": "airflow/variables"},
+                "target": {"workloads": {"helmRelease": "astro-agent"}}
+            }
+        }),
+    )
+    .await;
+    let message = eventually("a conflict over the chart's kwargs", T, || async {
+        let s = binding_status(&client, &ns, "backend").await?;
+        let w = s.workloads.iter().find(|w| w.message.is_some())?;
+        w.message.clone()
+    })
+    .await;
+    assert!(
+        message.contains("AIRFLOW__SECRETS__BACKEND_KWARGS") && message.contains("remove it"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("AIRFLOW__SECRETS__BACKEND is set"),
+        "the chart's class is the one needed: {message}"
+    );
+
+    let without_kwargs = format!(
+        "resourceNamePrefix: astro-agent\nsecretBackend: {SM}\nworkers:\n  - {{name: default-worker}}\n"
+    );
+    helm_agent("upgrade", &ns, "astro-agent", &without_kwargs, &[]);
+    eventually("Ready once the kwargs are the binding's", T, || async {
+        let (s, _) = ready_reason(&client, &ns, "backend").await?;
+        (s == "True").then_some(())
+    })
+    .await;
+    let kwargs = json!({
+        "connections_prefix": "airflow/connections", "variables_prefix": "airflow/variables",
+        "config_prefix": null, "sep": "/", "region_name": "eu-west-1"
+    });
+    for d in TARGETED {
+        let dep = eventually(&format!("{d} carries the kwargs"), T, || async {
+            let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
+                .get(d)
+                .await
+                .ok()?;
+            env_refs(&dep, &pod(&dep).containers[0].name)
+                .contains_key("AIRFLOW__SECRETS__BACKEND_KWARGS")
+                .then_some(dep)
+        })
+        .await;
+        assert_eq!(
+            airflow_config_of(&client, &ns, &dep).await,
+            json!([SM, kwargs, SM, kwargs]),
+            "{d}"
+        );
+    }
     delete_namespace(&client, &ns).await;
 }
