@@ -250,8 +250,8 @@ impl Operator {
                 &format!("127.0.0.1:{port}"),
             ])
             .args(args)
-            .envs(envs.iter().copied())
             .env("RUST_LOG", "info,airflow_secrets_operator=debug")
+            .envs(envs.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
