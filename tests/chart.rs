@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{client, delete_namespace, ground_var, namespace, pipe, repo_root, run};
+use support::{client, delete_namespace, eventually, ground_var, namespace, pipe, repo_root, run};
 
 /// The oldest Kubernetes the chart supports (Chart.yaml `kubeVersion`); offline rendering
 /// (`helm template`, `helm lint`) pretends to target it.
@@ -340,10 +340,40 @@ fn rbac_is_exactly_what_the_controller_calls() {
         assert_eq!(granted(roles[0]), needed_rules(), "--set {set}");
     }
 
-    // rbac.create=false renders none.
-    let objects = render("aso", &["--set", "rbac.create=false"]);
+    // rbac.create=false and userRoles.create=false render none.
+    let objects = render(
+        "aso",
+        &["--set", "rbac.create=false,userRoles.create=false"],
+    );
     let rendered = kinds(&objects);
     assert!(rendered.iter().all(|k| !k.contains("Role")), "{rendered:?}");
+    // The users' roles grant only bindings, and authoring only through admin.
+    let objects = render("aso", &["--set", "rbac.create=false"]);
+    let users: Vec<&Value> = of_kind(&objects, "ClusterRole");
+    assert_eq!(users.len(), 2);
+    for role in users {
+        let labels = &role["metadata"]["labels"];
+        assert!(
+            role["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["apiGroups"] == json!(["airflow-secrets.io"]))
+        );
+        let writes = role["rules"][0]["verbs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("create"));
+        assert_eq!(
+            labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true",
+            !writes,
+            "edit gets no write: {role}"
+        );
+        assert_eq!(
+            labels["rbac.authorization.k8s.io/aggregate-to-admin"],
+            "true"
+        );
+    }
 }
 
 #[test]
@@ -894,16 +924,81 @@ async fn helm_install_for_one_namespace_grants_only_there() {
 }
 
 /// The rendered objects without the leader-election Role and RoleBinding (checked on their own).
+/// The operator's own RBAC: without the leader-election Role and the users' roles.
 fn without_leader_election(objects: Vec<Value>) -> Vec<Value> {
     objects
         .into_iter()
         .filter(|o| {
-            !o["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .ends_with("-leader-election")
+            let name = o["metadata"]["name"].as_str().unwrap_or_default();
+            !name.ends_with("-leader-election")
+                && !(o["kind"] == "ClusterRole"
+                    && (name.ends_with("-view") || name.ends_with("-author")))
         })
         .collect()
+}
+
+/// People's access to bindings through Kubernetes' default roles: `view` and `edit` read them,
+/// only `admin` writes them (the chart's roles are aggregated so).
+#[tokio::test]
+async fn view_and_edit_read_bindings_only_admin_authors_them() {
+    let client = client().await;
+    let ns = restricted_namespace(&client, "chart-users").await;
+    let release = format!("aso-{}", ns.rsplit('-').next().unwrap());
+    helm_install(&release, &ns, &[]);
+    let kubectl = ground_var("ASO_KUBECTL");
+    for (user, role) in [("alice", "view"), ("bob", "edit"), ("carol", "admin")] {
+        run(
+            &kubectl,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                user,
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+            ],
+        );
+    }
+    let can = |user: &str, verb: &str| {
+        let out = std::process::Command::new(&kubectl)
+            .args([
+                "-n",
+                &ns,
+                "auth",
+                "can-i",
+                verb,
+                "airflowsecretbindings.airflow-secrets.io",
+            ])
+            .args(["--as", user])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    // The aggregation controller fills the default roles shortly after the install.
+    eventually(
+        "aggregated into view and admin",
+        Duration::from_secs(60),
+        || async { (can("alice", "list") && can("carol", "create")).then_some(()) },
+    )
+    .await;
+    for verb in ["get", "list", "watch"] {
+        for user in ["alice", "bob", "carol"] {
+            assert!(can(user, verb), "{user} may {verb} bindings");
+        }
+    }
+    for verb in ["create", "patch", "delete"] {
+        assert!(!can("alice", verb), "view may not {verb} bindings");
+        assert!(!can("bob", verb), "edit may not {verb} bindings");
+        assert!(can("carol", verb), "admin may {verb} bindings");
+    }
+    run(
+        &ground_var("ASO_HELM"),
+        &["uninstall", &release, "--namespace", &ns, "--wait"],
+    );
+    delete_namespace(&client, &ns).await;
 }
 
 #[test]
