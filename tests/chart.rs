@@ -377,6 +377,41 @@ fn rbac_is_exactly_what_the_controller_calls() {
 }
 
 #[test]
+fn disruption_budget_with_replicas_network_policy_on_request() {
+    let objects = render("aso", &[]);
+    let rendered = kinds(&objects);
+    assert!(
+        !rendered.contains("PodDisruptionBudget") && !rendered.contains("NetworkPolicy"),
+        "one replica blocks no drain; the policy is opt-in: {rendered:?}"
+    );
+    let objects = render(
+        "aso",
+        &["--set", "replicaCount=2,networkPolicy.enabled=true"],
+    );
+    let pdb = one(&objects, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let deployment = one(&objects, "Deployment");
+    let pods = &deployment["spec"]["template"]["metadata"]["labels"];
+    let np = one(&objects, "NetworkPolicy");
+    for selector in [
+        &pdb["spec"]["selector"]["matchLabels"],
+        &np["spec"]["podSelector"]["matchLabels"],
+    ] {
+        for (k, v) in selector.as_object().unwrap() {
+            assert_eq!(&pods[k], v, "selects the operator's pods: {k}");
+        }
+    }
+    assert_eq!(
+        np["spec"]["ingress"][0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        np["spec"]["egress"][1]["ports"],
+        json!([{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}])
+    );
+}
+
+#[test]
 fn service_monitor_and_dashboard_only_when_enabled() {
     let objects = render("aso", &["--namespace", "ops"]);
     assert_eq!(
@@ -662,6 +697,7 @@ async fn rendered_manifests_pass_server_side_dry_run() {
     for extra in [
         &["--set", "grafanaDashboard.enabled=true"][..],
         &["--set", &format!("watchNamespace={ns}")][..],
+        &["--set", "replicaCount=2,networkPolicy.enabled=true"][..],
     ] {
         let mut args = vec!["--namespace", ns.as_str()];
         args.extend_from_slice(extra);
