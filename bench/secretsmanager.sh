@@ -14,14 +14,15 @@
 # that took), peak RSS, and process start → ready (/readyz: the binding API is listed). Calls are
 # counted by the operator (`airflow_secrets_secretsmanager_*`) with AWS's page sizes (100 per
 # ListSecrets page, 20 ids per BatchGetSecretValue), so they are the calls AWS would bill.
-# `shapes="per-conn sparse" bench/secretsmanager.sh 1000` runs some shapes only.
+# `shapes="per-conn sparse" bench/secretsmanager.sh 1000` runs some shapes only; `interval=3`
+# sets the bindings' refreshInterval in seconds (default 20).
 # Prints one table per size; docs/benchmarks.md records the figures.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 sizes=("$@")
 ((${#sizes[@]})) || sizes=(100 1000)
-interval=20
+interval=${interval:-20}
 # shellcheck source=bench/ground.sh
 source "$root/bench/ground.sh"
 # The static release binary the image ships (tests/image.sh builds the same).
