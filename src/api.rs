@@ -131,6 +131,16 @@ pub struct AirflowSecretBindingSpec {
     pub deletion_policy: DeletionPolicy,
 }
 
+impl AirflowSecretBindingSpec {
+    /// `spec.discovery.extraConnWords`, empty without discovery: an input of every conversion.
+    pub fn extra_conn_words(&self) -> &BTreeMap<String, Vec<String>> {
+        static NONE: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        self.discovery
+            .as_ref()
+            .map_or(&NONE, |d| &d.extra_conn_words)
+    }
+}
+
 /// Default for `spec.refreshInterval`.
 pub fn default_refresh_interval() -> String {
     "1h".into()

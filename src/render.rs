@@ -159,13 +159,11 @@ pub async fn render(
             binding.metadata.namespace.as_deref().unwrap_or("default"),
         ));
     }
-    let extra = binding
-        .spec
-        .discovery
-        .as_ref()
-        .map(|d| d.extra_conn_words.clone())
-        .unwrap_or_default();
-    let mut d = content::desired_secret(&entries, binding.spec.target.injection, &extra);
+    let mut d = content::desired_secret(
+        &entries,
+        binding.spec.target.injection,
+        binding.spec.extra_conn_words(),
+    );
     // Values by content key, wherever they land (the labelled Secrets of KubernetesBackend).
     let mut values = d.data.clone();
     if k8s_backend {

@@ -69,7 +69,7 @@ pub(super) fn answer_of(binding: &AirflowSecretBinding) -> super::index::Answer 
 }
 
 /// Whether an object (a managed Secret) is controlled by the binding.
-fn controlled_by<K: Resource>(object: &K, binding: &AirflowSecretBinding) -> bool {
+pub(super) fn controlled_by<K: Resource>(object: &K, binding: &AirflowSecretBinding) -> bool {
     object
         .owner_references()
         .iter()
@@ -249,16 +249,7 @@ async fn observe(
     } else {
         holding(binding, ctx, key).await
     };
-    let words = binding
-        .spec
-        .discovery
-        .as_ref()
-        .map(|d| d.extra_conn_words.clone())
-        .unwrap_or_default();
-    let conversion = held::Conversion {
-        injection: binding.spec.target.injection,
-        extra_conn_words: &words,
-    };
+    let conversion = held::Conversion::of(&binding.spec);
     let held = |entries: &[ResolvedEntry]| match &holding {
         Some(Holding::Written(versions, data)) => held::held_by_versions(entries, versions, data),
         Some(Holding::Found(digest, data)) => held::held(entries, digest, data, conversion),
@@ -469,7 +460,8 @@ async fn write_secrets(
             }
             continue;
         }
-        match write_part(binding, &api, part, content, current.is_some()).await? {
+        let body = secret_object(binding, part, content);
+        match write_secret(binding, &api, body, current.is_some()).await? {
             Written::Version(rv) => {
                 remember_version(ctx, key, &part.name, rv);
                 wrote.push((part, current.is_none()));
@@ -576,7 +568,7 @@ fn up_to_date(
         && known_version.is_none_or(|v| current.resource_version().as_deref() == Some(v))
 }
 
-enum Written {
+pub(super) enum Written {
     Version(Option<String>),
     Foreign,
 }
@@ -613,16 +605,20 @@ fn secret_object(binding: &AirflowSecretBinding, part: &SecretPart, content: &Co
     }
 }
 
-/// Creates a part (never taking over a same-named Secret) or applies it, then releases the first
-/// version's field managers and removes keys that are not ours.
-async fn write_part(
+/// Creates a managed Secret (never taking over a same-named one) or applies it, then releases the
+/// first version's field managers and removes keys that are not in `body`.
+pub(super) async fn write_secret(
     binding: &AirflowSecretBinding,
     api: &Api<Secret>,
-    part: &SecretPart,
-    content: &Content,
+    mut body: Secret,
     exists: bool,
 ) -> Result<Written, Error> {
-    let mut body = secret_object(binding, part, content);
+    let name = body
+        .metadata
+        .name
+        .clone()
+        .expect("a managed Secret has a name");
+    let keys: BTreeSet<String> = body.data.iter().flatten().map(|(k, _)| k.clone()).collect();
     let mut written = if exists {
         None
     } else {
@@ -633,7 +629,7 @@ async fn write_part(
         match api.create(&pp, &body).await {
             Ok(s) => Some(s),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                if !controlled_by(&api.get(&part.name).await?, binding) {
+                if !controlled_by(&api.get(&name).await?, binding) {
                     return Ok(Written::Foreign);
                 }
                 None
@@ -645,7 +641,7 @@ async fn write_part(
         body.metadata.managed_fields = None;
         let mut applied = api
             .patch(
-                &part.name,
+                &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&body),
             )
@@ -653,9 +649,11 @@ async fn write_part(
         for legacy in legacy_managers(&applied.metadata) {
             applied = api
                 .patch(
-                    &part.name,
+                    &name,
                     &PatchParams::apply(&legacy).force(),
-                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": part.name}})),
+                    &Patch::Apply(
+                        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
+                    ),
                 )
                 .await?;
         }
@@ -667,13 +665,13 @@ async fn write_part(
         .iter()
         .flatten()
         .map(|(k, _)| k)
-        .filter(|k| !part.data.contains_key(*k))
+        .filter(|k| !keys.contains(*k))
         .map(|k| (k.clone(), serde_json::Value::Null))
         .collect();
     if !stale.is_empty() {
         s = api
             .patch(
-                &part.name,
+                &name,
                 &PatchParams {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..Default::default()

@@ -12,12 +12,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::binding::{BINDING_LABEL, HASH_ANNOTATION, MANAGED_BY, owned_secrets};
+use super::binding::{
+    BINDING_LABEL, HASH_ANNOTATION, MANAGED_BY, Written, owned_secrets, write_secret,
+};
 use super::index::Key;
 use super::{Context, Error};
 use crate::api::{AirflowSecretBinding, EntryKind, Injection};
@@ -126,41 +128,17 @@ fn object(binding: &AirflowSecretBinding, l: &LabelledSecret) -> Secret {
     }
 }
 
-/// Creates a labelled Secret (never taking over a same-named one) or applies it.
+/// Writes one labelled Secret the way every managed Secret is written.
 async fn write_one(
     binding: &AirflowSecretBinding,
     api: &Api<Secret>,
     l: &LabelledSecret,
     exists: bool,
 ) -> Result<(), Error> {
-    let body = object(binding, l);
-    if !exists {
-        let pp = PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        };
-        match api.create(&pp, &body).await {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                let current = api.get(&l.name).await?;
-                let ours = current
-                    .owner_references()
-                    .iter()
-                    .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref());
-                if !ours {
-                    return Err(Error::NotOwned(l.name.clone()));
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+    match write_secret(binding, api, object(binding, l), exists).await? {
+        Written::Version(_) => Ok(()),
+        Written::Foreign => Err(Error::NotOwned(l.name.clone())),
     }
-    api.patch(
-        &l.name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Name of the Role and RoleBinding that let a binding's workloads use the backend.

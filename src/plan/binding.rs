@@ -82,17 +82,9 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
         Read::Entries(e) => e,
     };
     let injection = spec.target.injection;
-    let words = spec
-        .discovery
-        .as_ref()
-        .map(|d| d.extra_conn_words.clone())
-        .unwrap_or_default();
-    let conversion = held::Conversion {
-        injection,
-        extra_conn_words: &words,
-    };
+    let conversion = held::Conversion::of(spec);
     let resolved = take_held(resolved, input.last_good);
-    let (resolved, mut desired, labelled) = delivered(&input, resolved, &words);
+    let (resolved, mut desired, labelled) = delivered(&input, resolved);
     let env_bytes = match injection {
         Injection::SecretOnly => 0,
         _ => content::enforce_env_limits(&mut desired),
@@ -138,7 +130,6 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
 fn delivered(
     input: &BindingInput<'_>,
     mut resolved: Vec<ResolvedEntry>,
-    words: &BTreeMap<String, Vec<String>>,
 ) -> (
     Vec<ResolvedEntry>,
     content::DesiredSecret,
@@ -151,6 +142,7 @@ fn delivered(
         let ns = binding.metadata.namespace.as_deref().unwrap_or_default();
         resolved.extend(labelled::backend_entries(ns));
     }
+    let words = binding.spec.extra_conn_words();
     let mut desired = content::desired_secret(&resolved, injection, words);
     carry_warnings(binding, &resolved, &mut desired.entries);
     if backend {

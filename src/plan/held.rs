@@ -31,6 +31,16 @@ pub struct Conversion<'a> {
     pub extra_conn_words: &'a BTreeMap<String, Vec<String>>,
 }
 
+impl<'a> Conversion<'a> {
+    /// A binding's conversion inputs.
+    pub fn of(spec: &'a crate::api::AirflowSecretBindingSpec) -> Self {
+        Conversion {
+            injection: spec.target.injection,
+            extra_conn_words: spec.extra_conn_words(),
+        }
+    }
+}
+
 /// Digest of a read: per entry its kind, name, secret and version when `in_data` says its value
 /// (converted from that version) is in the Secret's data, a marker otherwise.
 pub fn source_digest(
