@@ -69,6 +69,12 @@ pub const GROUP: &str = "airflow-secrets.io";
 #[x_kube(validation = Rule::new(
     "!has(self.mode) || self.mode != 'Backend' || !has(self.target.injection) || self.target.injection != 'KubernetesBackend'"
 ).message("mode Backend configures Airflow's SecretsManagerBackend, injection KubernetesBackend its KubernetesSecretsBackend: choose one").field_path(".target.injection"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.team) || !has(self.mode) || self.mode != 'Backend'"
+).message("mode Backend configures Airflow's SecretsManagerBackend, which scopes lookups by the task's team itself: remove team").field_path(".team"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.team) || !has(self.config) || size(self.config) == 0"
+).message("Airflow reads configuration for all teams alike (config has no team form): put config entries in a binding without team").field_path(".config"))]
 #[serde(rename_all = "camelCase")]
 pub struct AirflowSecretBindingSpec {
     /// Where the secrets live: AWS region, optional role to assume, optional endpoint.
@@ -96,6 +102,21 @@ pub struct AirflowSecretBindingSpec {
     /// A kind whose prefix is not given is not discovered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<Discovery>,
+
+    /// The Airflow team whose tasks read these connections and variables (Airflow ≥ 3.3 with
+    /// `[core] multi_team = True`). They are delivered team-scoped: `AIRFLOW_CONN__<TEAM>___<ID>`
+    /// and `AIRFLOW_VAR__<TEAM>___<KEY>` (upper-cased), or Secrets labelled
+    /// `airflow.apache.org/team=<team>` with `injection: KubernetesBackend`. Discovery finds the
+    /// names Airflow's `SecretsManagerBackend` looks up first for the team,
+    /// `<prefix><sep><team>--<id>`, the lookup pattern applying to `<id>`; a prefix that is
+    /// empty after Airflow strips `sep` finds none (Airflow makes no team lookup then). Airflow
+    /// falls back to the global names itself: deliver those with a binding without `team`. Ids
+    /// containing `--` are refused (Airflow's Secrets Manager backend refuses them in
+    /// multi-team mode), ids containing `___` too with env delivery (its env backend refuses
+    /// them). Config options have no team form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9_-]{3,50}$"))]
+    pub team: Option<String>,
 
     /// Which Secret to write and which workloads receive it.
     pub target: Target,
@@ -477,7 +498,8 @@ pub struct AirflowSecretBindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// When Secrets Manager was last read successfully (RFC 3339).
+    /// When Secrets Manager was last read successfully (RFC 3339). A read that changes
+    /// nothing else in the status moves it at most every 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
 

@@ -14,6 +14,8 @@ pub struct ResolvedEntry {
     pub secret_id: String,
     pub version_id: Option<String>,
     pub outcome: Fetched,
+    /// The Airflow team a connection or variable is scoped to (`spec.team`).
+    pub team: Option<String>,
 }
 
 /// What Secrets Manager answered for one entry.

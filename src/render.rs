@@ -167,9 +167,13 @@ pub async fn render(
     // Values by content key, wherever they land (the labelled Secrets of KubernetesBackend).
     let mut values = d.data.clone();
     if k8s_backend {
-        labelled::check_ids(&mut d.entries, &BTreeMap::new());
+        labelled::check_ids(
+            &mut d.entries,
+            &BTreeMap::new(),
+            binding.spec.team.as_deref(),
+        );
         let name = binding.metadata.name.as_deref().unwrap_or_default();
-        let moved = labelled::take_labelled(&mut d, name);
+        let moved = labelled::take_labelled(&mut d, name, binding.spec.team.as_deref());
         content::rehash(&mut d);
         values = d.data.clone();
         values.extend(moved.into_iter().map(|l| (l.content_key, l.value)));

@@ -17,6 +17,9 @@ use airflow_secrets_operator::airflow::connection::{Rejection, connection_value,
 use airflow_secrets_operator::airflow::names::{
     check_env_name, connection_env_name, variable_env_name,
 };
+use airflow_secrets_operator::api::{EntryKind, EntryState, Injection as InjectionMode};
+use airflow_secrets_operator::entries::{Fetched, ResolvedEntry};
+use airflow_secrets_operator::plan::content::{desired_secret, secret_key_for};
 use serde_json::{Value, json};
 use support::*;
 
@@ -337,6 +340,10 @@ fn agreement(
                     ));
                 }
             }
+            Err(Rejection::Absent(why)) if r["sm"]["found"] == json!(false) => {
+                let _ = why;
+            }
+            Err(Rejection::Unrepresentable(_)) => {}
             Err(e) => failures.push(format!("variable {id:?}: not injected: {e}")),
         }
     }
@@ -389,6 +396,110 @@ fn airflow_reads_our_env_exactly_as_it_reads_secrets_manager() {
     // The built-in corpus exercises all three outcomes (counted on our side: the same for every
     // Airflow version).
     let (injected, absent, unrepresentable) = counts;
+    assert!(
+        injected >= 50 && absent >= 10 && unrepresentable >= 1,
+        "injected {injected}, absent {absent}, unrepresentable {unrepresentable}"
+    );
+}
+
+/// What a team binding delivers for one entry, through the operator's own planning (team
+/// refusals included): the env var, or why not.
+fn ours_team(kind: EntryKind, team: &str, id: &str, secret: &str) -> Injection {
+    let entry = ResolvedEntry {
+        kind,
+        name: id.to_string(),
+        config: None,
+        secret_id: format!("s/{id}"),
+        version_id: Some("v".into()),
+        outcome: Fetched::Value(secret.to_string()),
+        team: Some(team.to_string()),
+    };
+    let d = desired_secret(&[entry], InjectionMode::Env, &BTreeMap::new());
+    let e = &d.entries[0];
+    let why = e.message.clone().unwrap_or_default();
+    match e.state {
+        EntryState::Synced => {
+            let name = e.env_name.clone().expect("env name");
+            Ok((name.clone(), d.data[&secret_key_for(&name)].clone()))
+        }
+        EntryState::Unrepresentable => Err(Rejection::Unrepresentable(why)),
+        _ => Err(Rejection::Absent(why)),
+    }
+}
+
+/// Airflow 3.3.2 with `[core] multi_team = True`: a task of team `data-eng` reads the team-scoped
+/// env a team binding delivers exactly as it reads `<prefix>/data-eng--<id>` through Secrets
+/// Manager; ids Airflow refuses in that mode (`--`) are not delivered, ids its env backend
+/// refuses (`___`) are reported unrepresentable.
+#[test]
+fn airflow_3_3_multi_team_reads_team_scoped_env_as_it_reads_secrets_manager() {
+    let endpoint = ground_var("ASO_MOTO_ENDPOINT");
+    let team = "data-eng";
+    let edge = |v: &str| {
+        ["a--b", "x___y", "_t___id", "team--", "plain_team_id"]
+            .map(|id| (id.to_string(), v.to_string()))
+    };
+    let conns: Corpus = builtin_connections()
+        .into_iter()
+        .chain(edge("postgres://u:p@h:5432/db"))
+        .collect();
+    let vars: Corpus = builtin_variables().into_iter().chain(edge("v")).collect();
+    let ours = |kind: EntryKind, corpus: &Corpus| -> (Vec<Value>, Vec<Injection>) {
+        let mut job = Vec::new();
+        let mut results = Vec::new();
+        for (id, secret) in corpus {
+            let r = ours_team(kind, team, id, secret);
+            let (n, v) = match &r {
+                Ok((n, v)) => (json!(n), json!(v)),
+                Err(_) => (Value::Null, Value::Null),
+            };
+            job.push(json!({"id": id, "secret": secret, "env_name": n, "env_value": v}));
+            results.push(r);
+        }
+        (job, results)
+    };
+    let (conn_job, conn_ours) = ours(EntryKind::Connection, &conns);
+    let (var_job, var_ours) = ours(EntryKind::Variable, &vars);
+    let job = json!({
+        "endpoint": endpoint,
+        "connections_prefix": format!("golden-team-{}/connections", std::process::id()),
+        "variables_prefix": format!("golden-team-{}/variables", std::process::id()),
+        "connections": conn_job,
+        "variables": var_job,
+        "team": team,
+    });
+    let airflow = &AIRFLOWS[1];
+    let result = run_oracle(airflow, &job);
+    let mut failures = Vec::new();
+    let (injected, absent, unrepresentable) = agreement(
+        airflow,
+        &conns,
+        &vars,
+        &conn_ours,
+        &var_ours,
+        &result,
+        &mut failures,
+    );
+    assert_no_failures(&failures);
+    let at = |corpus: &Corpus, id: &str| corpus.iter().position(|(i, _)| i == id).unwrap();
+    // The refusals are Airflow's: it finds neither through Secrets Manager (`--`) …
+    assert_eq!(
+        result["variables"][at(&vars, "a--b")]["sm"]["found"],
+        json!(false)
+    );
+    // … and finds `x___y` there but never from env (so we do not claim to deliver it).
+    assert_eq!(
+        result["variables"][at(&vars, "x___y")]["sm"]["found"],
+        json!(true)
+    );
+    assert!(matches!(
+        var_ours[at(&vars, "x___y")],
+        Err(Rejection::Unrepresentable(_))
+    ));
+    assert_eq!(
+        conn_ours[at(&conns, "plain_team_id")].as_ref().unwrap().0,
+        "AIRFLOW_CONN__DATA-ENG___PLAIN_TEAM_ID"
+    );
     assert!(
         injected >= 50 && absent >= 10 && unrepresentable >= 1,
         "injected {injected}, absent {absent}, unrepresentable {unrepresentable}"

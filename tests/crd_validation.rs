@@ -74,6 +74,21 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
             vec!["spec.discovery", "needs discovery"],
         ),
         (
+            "team-too-short",
+            json!({"team": "ml", "connections": conn(), "target": valid_target()}),
+            vec!["spec.team"],
+        ),
+        (
+            "team-with-backend-mode",
+            json!({"team": "mlops", "mode": "Backend", "discovery": {"connectionsPrefix": "airflow/connections"}, "target": valid_target()}),
+            vec!["spec.team", "remove team"],
+        ),
+        (
+            "team-with-config",
+            json!({"team": "mlops", "config": [{"section": "core", "key": "k", "secretId": "s"}], "target": valid_target()}),
+            vec!["spec.config", "no team form"],
+        ),
+        (
             "selects-nothing",
             json!({"target": valid_target()}),
             vec!["spec", "selects nothing"],

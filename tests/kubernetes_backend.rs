@@ -397,3 +397,133 @@ async fn backend_mode_keeps_the_agent_charts_backend_class() {
     }
     delete_namespace(&client, &ns).await;
 }
+
+/// Multi-team (Airflow ≥ 3.3): a binding with `team: mlops` discovers `<prefix>/mlops--<id>`
+/// (not another team's, not the global names) and labels its Secrets
+/// `airflow.apache.org/team=mlops`; a global binding next to it labels without a team.
+/// Airflow's real KubernetesSecretsBackend then gives team mlops its own value, falls back to the global one for other teams, and gives
+/// global lookups the global one; the id Airflow refuses in multi-team mode (`a--b`) is
+/// reported Invalid and labelled nowhere.
+#[tokio::test]
+async fn a_team_binding_delivers_what_airflow_looks_up_for_that_team() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "k8s-team").await;
+    helm_install_agent(&ns, "astro-agent", &agents());
+    let sm = secrets_manager().await;
+    let p = format!("k8s-team-{ns}");
+    for (name, value) in [
+        ("connections/mlops--my_db", "postgresql://team-ml/db"),
+        ("connections/mlops--a--b", "postgresql://refused/db"),
+        ("connections/other--my_db", "postgresql://team-other/db"),
+        ("connections/my_db", "postgresql://global/db"),
+        ("variables/mlops--flag", "ml-on"),
+    ] {
+        put_secret(&sm, &format!("{p}/{name}"), value).await;
+    }
+    let op = Operator::start(&ns);
+    let binding = |name: &str, spec: serde_json::Value| {
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": name}, "spec": spec
+        })
+    };
+    let target =
+        json!({"injection": "KubernetesBackend", "workloads": {"helmRelease": "astro-agent"}});
+    apply_binding(
+        &client,
+        &ns,
+        binding(
+            "team-mlops",
+            json!({
+                "team": "mlops",
+                "discovery": {
+                    "connectionsPrefix": format!("{p}/connections"),
+                    "variablesPrefix": format!("{p}/variables")
+                },
+                "target": target, "refreshInterval": "2s"
+            }),
+        ),
+    )
+    .await;
+    apply_binding(
+        &client,
+        &ns,
+        binding(
+            "global",
+            json!({
+                "connections": [{"connId": "my_db", "secretId": format!("{p}/connections/my_db")}],
+                "target": target, "refreshInterval": "2s"
+            }),
+        ),
+    )
+    .await;
+    for b in ["team-mlops", "global"] {
+        eventually(&format!("{b} synced"), T, || async {
+            let s = binding_status(&client, &ns, b).await?;
+            (s.total_entries.is_some() && s.observed_generation.is_some()).then_some(())
+        })
+        .await;
+    }
+    let status = binding_status(&client, &ns, "team-mlops").await.unwrap();
+    let names: BTreeMap<String, (String, Option<String>)> = status
+        .entries
+        .iter()
+        .filter(|e| !e.name.contains('.'))
+        .map(|e| {
+            (
+                e.name.clone(),
+                (format!("{:?}", e.state), e.env_name.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names.keys().collect::<Vec<_>>(),
+        ["a--b", "flag", "my_db"],
+        "team mlops names only (and the backend options): {names:?}"
+    );
+    assert_eq!(names["a--b"].0, "Invalid");
+    assert_eq!(names["my_db"].0, "Synced");
+    assert_eq!(
+        names["my_db"].1.as_deref(),
+        Some("AIRFLOW_CONN__MLOPS___MY_DB")
+    );
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for (id, n) in [("my_db", 1), ("a--b", 0)] {
+        let selector =
+            format!("airflow.apache.org/connection-id={id},airflow.apache.org/team=mlops");
+        let found = secrets
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
+        assert_eq!(found, n, "{selector}");
+    }
+
+    let got = airflow_lookups(
+        &ns,
+        json!([
+            {"kind": "connection", "id": "my_db", "team": "mlops"},
+            {"kind": "connection", "id": "my_db", "team": "other"},
+            {"kind": "connection", "id": "my_db"},
+            {"kind": "variable", "id": "flag", "team": "mlops"},
+            {"kind": "variable", "id": "flag"},
+        ]),
+    );
+    let host = |i: usize| got[i]["sdk"]["host"].clone();
+    assert_eq!(host(0), "team-ml", "{got:?}");
+    assert_eq!(
+        host(1),
+        "global",
+        "another team falls back to the global name"
+    );
+    assert_eq!(host(2), "global");
+    assert_eq!(got[3]["value"], "ml-on");
+    assert_eq!(
+        got[4]["value"],
+        serde_json::Value::Null,
+        "team-scoped: no global lookup sees it"
+    );
+    drop(op);
+    delete_namespace(&client, &ns).await;
+}

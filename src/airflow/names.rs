@@ -25,6 +25,53 @@ pub fn variable_env_name(key: &str) -> String {
     format!("{VAR_PREFIX}{}", py_upper(key))
 }
 
+/// Separator between team and id in a team-scoped env name (Airflow's `TEAM_SEP`).
+pub const ENV_TEAM_SEP: &str = "___";
+
+/// `AIRFLOW_CONN__<TEAM>___<CONN_ID>` (Airflow ≥ 3.3, multi-team), or the global name.
+pub fn team_connection_env_name(team: Option<&str>, conn_id: &str) -> String {
+    match team {
+        Some(t) => format!(
+            "{CONN_PREFIX}_{}{ENV_TEAM_SEP}{}",
+            py_upper(t),
+            py_upper(conn_id)
+        ),
+        None => connection_env_name(conn_id),
+    }
+}
+
+/// `AIRFLOW_VAR__<TEAM>___<KEY>` (Airflow ≥ 3.3, multi-team), or the global name.
+pub fn team_variable_env_name(team: Option<&str>, key: &str) -> String {
+    match team {
+        Some(t) => format!(
+            "{VAR_PREFIX}_{}{ENV_TEAM_SEP}{}",
+            py_upper(t),
+            py_upper(key)
+        ),
+        None => variable_env_name(key),
+    }
+}
+
+/// Why Airflow in multi-team mode never reads `id` for a team from Secrets Manager: its
+/// `SecretsManagerBackend` refuses ids containing the team separator `--`.
+pub fn team_refusal(id: &str) -> Option<String> {
+    id.contains("--").then(|| {
+        format!(
+            "{id:?} contains \"--\", which separates team and id in team-scoped secret names: Airflow's SecretsManagerBackend refuses such ids in multi-team mode"
+        )
+    })
+}
+
+/// Why a team-scoped env var cannot carry `id`: Airflow's `EnvironmentVariablesBackend`
+/// refuses ids containing `___` in multi-team mode.
+pub fn team_env_refusal(id: &str) -> Option<String> {
+    id.contains(ENV_TEAM_SEP).then(|| {
+        format!(
+            "{id:?} contains \"___\", and Airflow's EnvironmentVariablesBackend refuses such ids in multi-team mode; deliver it with injection KubernetesBackend"
+        )
+    })
+}
+
 /// `AIRFLOW__<SECTION>__<KEY>`, with `.` in the section turned into `_` as Airflow does.
 pub fn config_env_name(section: &str, key: &str) -> String {
     format!(
@@ -74,6 +121,31 @@ pub fn is_secret_key(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn team_names_are_airflow_3_3s() {
+        assert_eq!(
+            team_connection_env_name(Some("data-eng"), "my_db"),
+            "AIRFLOW_CONN__DATA-ENG___MY_DB"
+        );
+        assert_eq!(
+            team_variable_env_name(Some("ml"), "flag"),
+            "AIRFLOW_VAR__ML___FLAG"
+        );
+        assert_eq!(team_connection_env_name(None, "x"), "AIRFLOW_CONN_X");
+        assert!(
+            team_refusal("a--b")
+                .unwrap()
+                .contains("SecretsManagerBackend")
+        );
+        assert_eq!(team_refusal("a___b"), None);
+        assert!(
+            team_env_refusal("a___b")
+                .unwrap()
+                .contains("EnvironmentVariablesBackend")
+        );
+        assert_eq!(team_env_refusal("a__b"), None);
+    }
 
     #[test]
     fn names_are_prefix_plus_python_upper() {

@@ -44,6 +44,18 @@ pub fn list_filter(prefix: &str, sep: &str) -> Option<String> {
     (!base.is_empty()).then(|| format!("{base}{sep}"))
 }
 
+/// Separator between team and id in a team-scoped secret name (the amazon provider's
+/// `TEAM_SEP`, Airflow ≥ 3.3 with multi-team).
+pub const TEAM_SEP: &str = "--";
+
+/// The id of a team-scoped id `<team>--<id>` for `team`; None for another team's or a global
+/// one. Ids that themselves contain `--` are returned too: Airflow refuses them, and the
+/// binding reports them.
+pub fn team_scoped_id<'a>(team: &str, scoped: &'a str) -> Option<&'a str> {
+    let id = scoped.strip_prefix(team)?.strip_prefix(TEAM_SEP)?;
+    (!id.is_empty()).then_some(id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +112,16 @@ mod tests {
             id_for_secret("airflow/connections", "/", "Airflow/connections/db"),
             None
         );
+    }
+
+    #[test]
+    fn team_scoped_ids() {
+        let name = secret_name("airflow/connections", "/", "data-eng--my_db");
+        let scoped = id_for_secret("airflow/connections", "/", &name).unwrap();
+        assert_eq!(team_scoped_id("data-eng", scoped), Some("my_db"));
+        assert_eq!(team_scoped_id("data", scoped), None, "another team's");
+        assert_eq!(team_scoped_id("data-eng", "data-eng--"), None);
+        assert_eq!(team_scoped_id("ml", "ml--a--b"), Some("a--b"));
     }
 
     #[test]

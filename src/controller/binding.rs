@@ -401,16 +401,30 @@ async fn plan(
 }
 
 /// The data of the binding's managed Secrets as they are now, keyed as in its content (read
-/// when nothing was remembered, e.g. after a restart): one LIST of the binding's Secrets.
+/// when nothing was remembered, e.g. after a restart): a GET of each when the binding owns a
+/// few (the cache knows which), else one LIST by the binding's label. A LIST by label costs
+/// the API server a scan of every Secret in the namespace: thousands of bindings restarting
+/// together must not make one each.
 async fn read_secret_data(
     binding: &AirflowSecretBinding,
     ctx: &Context,
 ) -> Result<BTreeMap<String, String>, Error> {
+    const GET_UP_TO: usize = 4;
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
-    let lp = ListParams::default().labels(&format!("{BINDING_LABEL}={}", binding.name_any()));
+    let owned = owned_secrets(ctx, binding);
+    let secrets = if owned.len() <= GET_UP_TO {
+        let mut found = Vec::new();
+        for name in owned.keys() {
+            found.extend(api.get_opt(name).await?);
+        }
+        found
+    } else {
+        let lp = ListParams::default().labels(&format!("{BINDING_LABEL}={}", binding.name_any()));
+        api.list(&lp).await?.items
+    };
     let mut out = BTreeMap::new();
-    for s in api.list(&lp).await? {
+    for s in secrets {
         if !controlled_by(&s, binding) {
             continue;
         }
@@ -805,7 +819,7 @@ fn compute_status(
         .get(key)
         .and_then(|s| s.resolved.as_ref().map(|r| r.when.to_string()));
     let content = plan.content.as_ref();
-    status::build(
+    let status = status::build(
         StatusInput {
             generation: binding.metadata.generation,
             secret_name: name,
@@ -822,7 +836,8 @@ fn compute_status(
         },
         &previous,
         &now,
-    )
+    );
+    status::quiet_sync_time(status, &previous, &now)
 }
 
 fn record_entry_metrics(ctx: &Context, key: &Key, status: &crate::api::AirflowSecretBindingStatus) {

@@ -22,8 +22,8 @@ use super::binding::{
 };
 use super::index::Key;
 use super::{Context, Error};
-use crate::api::{AirflowSecretBinding, EntryKind, Injection};
-use crate::plan::labelled::{DATA_KEY, LabelledSecret, labelled_id};
+use crate::api::{AirflowSecretBinding, Injection};
+use crate::plan::labelled::{DATA_KEY, LabelledId, LabelledSecret, TEAM_LABEL, labelled_id};
 use crate::plan::select::SelectedWorkload;
 use crate::plan::workload::FIELD_MANAGER;
 
@@ -31,11 +31,11 @@ use crate::plan::workload::FIELD_MANAGER;
 const WRITE_CONCURRENCY: usize = 8;
 
 /// Ids a Secret of another binding of the namespace labels already, where that binding was
-/// created first (or no longer exists): (kind, id) → who.
+/// created first (or no longer exists): (kind, id, team) → who.
 pub(super) fn taken_ids(
     ctx: &Context,
     binding: &AirflowSecretBinding,
-) -> BTreeMap<(EntryKind, String), String> {
+) -> BTreeMap<LabelledId, String> {
     let mut out = BTreeMap::new();
     if binding.spec.target.injection != Injection::KubernetesBackend {
         return out;
@@ -83,6 +83,7 @@ pub(super) async fn write_all(
             let fresh = current.is_some_and(|c| {
                 c.annotations().get(HASH_ANNOTATION) == Some(&l.hash)
                     && c.labels().get(l.label.0) == Some(&l.label.1)
+                    && c.labels().get(TEAM_LABEL) == l.team.as_ref()
             });
             (!fresh).then_some((l, current.is_some()))
         })
@@ -103,11 +104,16 @@ fn object(binding: &AirflowSecretBinding, l: &LabelledSecret) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(l.name.clone()),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
-                (BINDING_LABEL.to_string(), binding.name_any()),
-                (l.label.0.to_string(), l.label.1.clone()),
-            ])),
+            labels: Some(
+                [
+                    (MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
+                    (BINDING_LABEL.to_string(), binding.name_any()),
+                    (l.label.0.to_string(), l.label.1.clone()),
+                ]
+                .into_iter()
+                .chain(l.team.clone().map(|t| (TEAM_LABEL.to_string(), t)))
+                .collect(),
+            ),
             annotations: Some(BTreeMap::from([(
                 HASH_ANNOTATION.to_string(),
                 l.hash.clone(),

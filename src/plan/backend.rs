@@ -87,6 +87,7 @@ pub fn backend_options(class: &str, kwargs: &Value, origin: &str) -> Vec<Resolve
         secret_id: origin.into(),
         version_id: None,
         outcome: Fetched::Value(value),
+        team: None,
     })
     .collect()
 }

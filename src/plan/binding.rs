@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
-    AirflowSecretBinding, EntryKind, EntryState, EntryStatus, Injection, MassDeletionPolicy,
-    WorkloadState, WorkloadStatus,
+    AirflowSecretBinding, EntryState, EntryStatus, Injection, MassDeletionPolicy, WorkloadState,
+    WorkloadStatus,
 };
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::plan::content::{self, Content, env_name_of, secret_key_for};
@@ -42,7 +42,7 @@ pub struct BindingInput<'a> {
     pub forced: bool,
     /// `KubernetesBackend` delivery: ids other bindings of the namespace label already (and were
     /// created first), by kind and id → that binding.
-    pub taken: &'a BTreeMap<(EntryKind, String), String>,
+    pub taken: &'a BTreeMap<crate::plan::labelled::LabelledId, String>,
 }
 
 /// A problem of the whole binding: Ready is False with this reason and message.
@@ -146,13 +146,21 @@ fn delivered(
     let mut desired = content::desired_secret(&resolved, injection, words);
     carry_warnings(binding, &resolved, &mut desired.entries);
     if backend {
-        labelled::check_ids(&mut desired.entries, input.taken);
+        labelled::check_ids(
+            &mut desired.entries,
+            input.taken,
+            binding.spec.team.as_deref(),
+        );
     }
     if let Some(previous) = input.last_good {
         content::keep_last_good(&mut desired, previous, input.denied_too_long);
     }
     let labelled = if backend {
-        let l = labelled::take_labelled(&mut desired, &binding.name_any());
+        let l = labelled::take_labelled(
+            &mut desired,
+            &binding.name_any(),
+            binding.spec.team.as_deref(),
+        );
         content::rehash(&mut desired);
         l
     } else {
@@ -427,6 +435,7 @@ mod tests {
                 secret_id: format!("p/c{i}"),
                 version_id: Some("v".into()),
                 outcome: Fetched::Value(format!("postgres://h/{i}")),
+                team: None,
             })
             .collect()
     }
@@ -449,7 +458,7 @@ mod tests {
         }
     }
 
-    static NOTHING_TAKEN: BTreeMap<(EntryKind, String), String> = BTreeMap::new();
+    static NOTHING_TAKEN: BTreeMap<crate::plan::labelled::LabelledId, String> = BTreeMap::new();
 
     #[test]
     fn an_emptied_source_is_held_unless_forced_or_followed() {

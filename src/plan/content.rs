@@ -42,6 +42,16 @@ fn convert(
     injection: Injection,
     extra_conn_words: &BTreeMap<String, Vec<String>>,
 ) -> Result<(String, Vec<String>), (EntryState, String)> {
+    if entry.team.is_some() {
+        if let Some(why) = names::team_refusal(&entry.name) {
+            return Err((EntryState::Invalid, why));
+        }
+        if injection != Injection::KubernetesBackend
+            && let Some(why) = names::team_env_refusal(&entry.name)
+        {
+            return Err((EntryState::Unrepresentable, why));
+        }
+    }
     let secret = match &entry.outcome {
         Fetched::Problem(state, msg) => return Err((*state, msg.clone())),
         Fetched::BinaryOnly => {
@@ -395,8 +405,12 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
 /// The env name an entry is injected as.
 pub fn env_name_of(entry: &ResolvedEntry) -> String {
     match (&entry.kind, &entry.config) {
-        (EntryKind::Connection, _) => names::connection_env_name(&entry.name),
-        (EntryKind::Variable, _) => names::variable_env_name(&entry.name),
+        (EntryKind::Connection, _) => {
+            names::team_connection_env_name(entry.team.as_deref(), &entry.name)
+        }
+        (EntryKind::Variable, _) => {
+            names::team_variable_env_name(entry.team.as_deref(), &entry.name)
+        }
         (EntryKind::Config, Some((section, key))) => names::config_env_name(section, key),
         (EntryKind::Config, None) => names::config_env_name("", &entry.name),
     }
@@ -450,6 +464,7 @@ mod tests {
             secret_id: format!("airflow/x/{name}"),
             version_id: Some("v1".into()),
             outcome,
+            team: None,
         }
     }
     fn val(s: &str) -> Fetched {

@@ -154,6 +154,7 @@ mod tests {
             secret_id: format!("airflow/connections/{name}"),
             version_id: Some(version.into()),
             outcome: Fetched::Held,
+            team: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub const K8S_BACKEND_CLASS: &str =
 pub const CONNECTION_LABEL: &str = "airflow.apache.org/connection-id";
 /// The backend's default label for variables.
 pub const VARIABLE_LABEL: &str = "airflow.apache.org/variable-key";
+/// The backend's default team label (Airflow ≥ 3.3, multi-team).
+pub const TEAM_LABEL: &str = "airflow.apache.org/team";
 /// The backend's default data key.
 pub const DATA_KEY: &str = "value";
 
@@ -34,6 +36,8 @@ pub struct LabelledSecret {
     pub name: String,
     /// (label key, id): `airflow.apache.org/connection-id=<conn_id>` or the variable label.
     pub label: (&'static str, String),
+    /// The team label's value (`spec.team`); global lookups select Secrets without it.
+    pub team: Option<String>,
     pub value: String,
     /// Hash of name, label and value: equal hash, nothing to write.
     pub hash: String,
@@ -68,19 +72,28 @@ pub fn is_label_value(id: &str) -> bool {
 /// The key under which a labelled Secret's value appears in its binding's content, from the
 /// Secret's labels: rebuilds the content after a restart.
 pub fn content_key(labels: &BTreeMap<String, String>) -> Option<String> {
-    if let Some(id) = labels.get(CONNECTION_LABEL) {
-        return Some(secret_key_for(&names::connection_env_name(id)));
-    }
-    let id = labels.get(VARIABLE_LABEL)?;
-    Some(secret_key_for(&names::variable_env_name(id)))
+    let (kind, id, team) = labelled_id(labels)?;
+    let team = team.as_deref();
+    Some(secret_key_for(&match kind {
+        EntryKind::Connection => names::team_connection_env_name(team, &id),
+        _ => names::team_variable_env_name(team, &id),
+    }))
 }
 
-/// The (kind, id) a Secret's labels make it answer for.
-pub fn labelled_id(labels: &BTreeMap<String, String>) -> Option<(EntryKind, String)> {
+/// What a labelled Secret answers for: (kind, id, team), from its labels.
+pub type LabelledId = (EntryKind, String, Option<String>);
+
+/// The (kind, id, team) a Secret's labels make it answer for.
+pub fn labelled_id(labels: &BTreeMap<String, String>) -> Option<LabelledId> {
+    let team = labels.get(TEAM_LABEL).cloned();
     if let Some(id) = labels.get(CONNECTION_LABEL) {
-        return Some((EntryKind::Connection, id.clone()));
+        return Some((EntryKind::Connection, id.clone(), team));
     }
-    Some((EntryKind::Variable, labels.get(VARIABLE_LABEL)?.clone()))
+    Some((
+        EntryKind::Variable,
+        labels.get(VARIABLE_LABEL)?.clone(),
+        team,
+    ))
 }
 
 fn label_of(kind: EntryKind) -> Option<&'static str> {
@@ -116,20 +129,35 @@ pub fn secret_name(binding: &str, kind: EntryKind, id: &str) -> String {
 }
 
 /// Ids the backend cannot look up, and ids a Secret of another binding of the namespace labels
-/// already (`taken`: (kind, id) → who, e.g. "binding x (created first)"): their status lines
-/// say why, and they stay out.
-pub fn check_ids(entries: &mut [EntryStatus], taken: &BTreeMap<(EntryKind, String), String>) {
+/// already for the same team (`taken`: (kind, id, team) → who, e.g. "binding x (created
+/// first)"): their status lines say why, and they stay out.
+pub fn check_ids(
+    entries: &mut [EntryStatus],
+    taken: &BTreeMap<LabelledId, String>,
+    team: Option<&str>,
+) {
     for e in entries.iter_mut() {
         if e.state != EntryState::Synced || label_of(e.kind).is_none() {
             continue;
         }
-        if !is_label_value(&e.name) {
+        if let Some(t) = team.filter(|t| !is_label_value(t)) {
+            e.state = EntryState::Unrepresentable;
+            e.message = Some(format!(
+                "team {t:?} cannot be a Kubernetes label value (it must start and end alphanumeric), so KubernetesSecretsBackend cannot look it up; deliver it with injection Env"
+            ));
+        } else if team.is_none() && global_lookup_refused(&e.name) {
+            e.state = EntryState::Unrepresentable;
+            e.message = Some(format!(
+                "{:?} looks team-scoped (`_<team>___<id>`), and KubernetesSecretsBackend refuses such ids in global lookups; deliver it with injection Env",
+                e.name
+            ));
+        } else if !is_label_value(&e.name) {
             e.state = EntryState::Unrepresentable;
             e.message = Some(format!(
                 "{:?} cannot be a Kubernetes label value (at most 63 characters of A-Z a-z 0-9 . _ -, starting and ending alphanumeric), so KubernetesSecretsBackend cannot look it up; deliver it with injection Env",
                 e.name
             ));
-        } else if let Some(other) = taken.get(&(e.kind, e.name.clone())) {
+        } else if let Some(other) = taken.get(&(e.kind, e.name.clone(), team.map(String::from))) {
             e.state = EntryState::Conflict;
             e.message = Some(format!(
                 "{other} labels this id in the namespace already; KubernetesSecretsBackend would take either, so this binding leaves it out"
@@ -138,9 +166,24 @@ pub fn check_ids(entries: &mut [EntryStatus], taken: &BTreeMap<(EntryKind, Strin
     }
 }
 
-/// Moves the connections and variables out of the content into their labelled Secrets; what
-/// stays (config entries and the backend options) is injected as env.
-pub fn take_labelled(desired: &mut DesiredSecret, binding: &str) -> Vec<LabelledSecret> {
+/// KubernetesSecretsBackend's `_is_team_specific_accessed_as_global`: a global lookup of an id
+/// shaped `_<team>___<id>` returns nothing.
+fn global_lookup_refused(id: &str) -> bool {
+    let Some(rest) = id.strip_prefix('_') else {
+        return false;
+    };
+    rest.split_once(names::ENV_TEAM_SEP)
+        .is_some_and(|(t, after)| !t.is_empty() && !t.contains('_') && !after.is_empty())
+}
+
+/// Moves the connections and variables out of the content into their labelled Secrets (with
+/// the team label when the binding names a team); what stays (config entries and the backend
+/// options) is injected as env.
+pub fn take_labelled(
+    desired: &mut DesiredSecret,
+    binding: &str,
+    team: Option<&str>,
+) -> Vec<LabelledSecret> {
     let mut out = Vec::new();
     for e in &desired.entries {
         let Some(label) = label_of(e.kind) else {
@@ -164,13 +207,20 @@ pub fn take_labelled(desired: &mut DesiredSecret, binding: &str) -> Vec<Labelled
         }
         let name = secret_name(binding, e.kind, &e.name);
         let mut h = Sha256::new();
-        for part in [name.as_str(), label, e.name.as_str(), value.as_str()] {
+        for part in [
+            name.as_str(),
+            label,
+            e.name.as_str(),
+            team.unwrap_or(""),
+            value.as_str(),
+        ] {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
         out.push(LabelledSecret {
             name,
             label: (label, e.name.clone()),
+            team: team.map(String::from),
             value,
             hash: hex::encode(h.finalize()),
             content_key: key,
@@ -195,6 +245,7 @@ mod tests {
             secret_id: format!("s/{name}"),
             version_id: Some("v1".into()),
             outcome: Fetched::Value(value.into()),
+            team: None,
         }
     }
 
@@ -206,7 +257,7 @@ mod tests {
             entry(EntryKind::Config, "parallelism", "8"),
         ];
         let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
-        let labelled = take_labelled(&mut d, "agents");
+        let labelled = take_labelled(&mut d, "agents", None);
         assert_eq!(labelled.len(), 2);
         let conn = labelled
             .iter()
@@ -243,10 +294,10 @@ mod tests {
         ];
         let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
         let taken = BTreeMap::from([(
-            (EntryKind::Variable, "shared".to_string()),
+            (EntryKind::Variable, "shared".to_string(), None),
             "older".to_string(),
         )]);
-        check_ids(&mut d.entries, &taken);
+        check_ids(&mut d.entries, &taken, None);
         let states: Vec<EntryState> = d.entries.iter().map(|e| e.state).collect();
         assert_eq!(
             states,
@@ -259,12 +310,81 @@ mod tests {
             ]
         );
         assert!(d.entries[3].message.as_ref().unwrap().contains("older"));
-        let labelled = take_labelled(&mut d, "b");
+        let labelled = take_labelled(&mut d, "b", None);
         assert_eq!(labelled.len(), 1, "only `mine` is labelled");
         assert!(
             d.data.is_empty(),
             "refused values are not left in the env content"
         );
+    }
+
+    #[test]
+    fn a_team_binding_labels_its_team_and_is_checked_against_that_team() {
+        let mut resolved = vec![
+            entry(EntryKind::Connection, "my_db", "postgres://h"),
+            entry(EntryKind::Variable, "shared", "1"),
+        ];
+        for e in &mut resolved {
+            e.team = Some("ml".into());
+        }
+        let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
+        assert_eq!(
+            d.entries[0].env_name.as_deref(),
+            Some("AIRFLOW_CONN__ML___MY_DB")
+        );
+        // A global binding labelling `shared` is no conflict for team ml.
+        let taken = BTreeMap::from([(
+            (EntryKind::Variable, "shared".to_string(), None),
+            "older".to_string(),
+        )]);
+        check_ids(&mut d.entries, &taken, Some("ml"));
+        assert!(d.entries.iter().all(|e| e.state == EntryState::Synced));
+        let labelled = take_labelled(&mut d, "b", Some("ml"));
+        assert_eq!(labelled.len(), 2);
+        assert!(labelled.iter().all(|l| l.team.as_deref() == Some("ml")));
+        let labels = BTreeMap::from([
+            (CONNECTION_LABEL.to_string(), "my_db".to_string()),
+            (TEAM_LABEL.to_string(), "ml".to_string()),
+        ]);
+        assert_eq!(
+            content_key(&labels).as_deref(),
+            Some("AIRFLOW_CONN__ML___MY_DB"),
+            "the content rebuilt after a restart keys it as the env delivery does"
+        );
+        // The same id taken by another binding of the team is a conflict; a team that cannot
+        // be a label value makes every entry unrepresentable.
+        let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
+        let taken = BTreeMap::from([(
+            (
+                EntryKind::Variable,
+                "shared".to_string(),
+                Some("ml".to_string()),
+            ),
+            "older".to_string(),
+        )]);
+        check_ids(&mut d.entries, &taken, Some("ml"));
+        assert_eq!(d.entries[1].state, EntryState::Conflict);
+        let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
+        check_ids(&mut d.entries, &BTreeMap::new(), Some("_ml"));
+        assert!(
+            d.entries
+                .iter()
+                .all(|e| e.state == EntryState::Unrepresentable)
+        );
+    }
+
+    #[test]
+    fn global_lookups_of_team_shaped_ids_are_refused_by_the_backend() {
+        for (id, refused) in [
+            ("_ab___c", true),
+            ("_ab____c", true),
+            ("_a_b___c", false),
+            ("__ab___c", false),
+            ("_ab___", false),
+            ("ab___c", false),
+        ] {
+            assert_eq!(global_lookup_refused(id), refused, "{id}");
+        }
     }
 
     #[test]

@@ -126,6 +126,37 @@ pub fn build(
     }
 }
 
+/// How often a binding whose checks change nothing still moves `lastSyncTime`.
+pub const SYNC_TIME_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The status to store after a check: when nothing but `lastSyncTime` would change, the stored
+/// time stays until it is [`SYNC_TIME_HEARTBEAT`] old, so that idle bindings do not write their
+/// status on every refresh (thousands of bindings on a short interval would keep the API server
+/// busy with nothing but timestamps).
+pub fn quiet_sync_time(
+    status: AirflowSecretBindingStatus,
+    previous: &AirflowSecretBindingStatus,
+    now: &Time,
+) -> AirflowSecretBindingStatus {
+    let Some(stored) = &previous.last_sync_time else {
+        return status;
+    };
+    let young = stored
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .and_then(|t| now.0.duration_since(t).try_into().ok())
+        .is_some_and(|age: std::time::Duration| age < SYNC_TIME_HEARTBEAT);
+    let kept = AirflowSecretBindingStatus {
+        last_sync_time: Some(stored.clone()),
+        ..status.clone()
+    };
+    if young && kept == *previous {
+        kept
+    } else {
+        status
+    }
+}
+
 /// The previous status with a new verdict: what a binding shows while its content is held back
 /// (entries and counts keep describing what the agents have).
 pub fn with_verdict(
@@ -289,6 +320,38 @@ mod tests {
         assert_eq!(p["status"]["workloads"], Value::Null);
         assert_eq!(p["status"]["entries"], Value::Null);
         assert_eq!(p["status"]["contentHash"], "h");
+    }
+
+    #[test]
+    fn an_idle_check_moves_the_sync_time_only_now_and_then() {
+        let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
+        let with_time = |s: i64| {
+            let mut i = input(vec![]);
+            i.last_sync_time = Some(at(s).0.to_string());
+            i
+        };
+        let stored = build(
+            with_time(1_000_000),
+            &AirflowSecretBindingStatus::default(),
+            &at(1_000_000),
+        );
+        // A check 20 s later that changes nothing else: the stored status stays as it is.
+        let next = build(with_time(1_000_020), &stored, &at(1_000_020));
+        assert_eq!(quiet_sync_time(next, &stored, &at(1_000_020)), stored);
+        // Ten minutes later the time moves.
+        let later = build(with_time(1_000_600), &stored, &at(1_000_600));
+        let kept = quiet_sync_time(later.clone(), &stored, &at(1_000_600));
+        assert_eq!(kept, later);
+        assert_ne!(kept.last_sync_time, stored.last_sync_time);
+        // Anything else changing moves it too.
+        let mut changed = with_time(1_000_020);
+        changed.content_hash = Some("other".into());
+        let changed = build(changed, &stored, &at(1_000_020));
+        assert_eq!(
+            quiet_sync_time(changed.clone(), &stored, &at(1_000_020)).last_sync_time,
+            changed.last_sync_time
+        );
+        assert_ne!(changed.last_sync_time, stored.last_sync_time);
     }
 
     #[test]

@@ -308,6 +308,7 @@ impl SecretsManager {
                 secret_id: w.secret_id.clone(),
                 version_id,
                 outcome,
+                team: team_of(spec, w.kind),
             });
         }
         // A forced sync reads the discovered secrets' current values too: a listing may lag.
@@ -328,6 +329,7 @@ impl SecretsManager {
                     secret_id: l.name,
                     version_id,
                     outcome,
+                    team: spec.team.clone(),
                 });
                 continue;
             }
@@ -345,6 +347,7 @@ impl SecretsManager {
                 secret_id: l.name,
                 version_id: l.current_version,
                 outcome,
+                team: spec.team.clone(),
             });
         }
         Ok(out)
@@ -378,11 +381,25 @@ impl SecretsManager {
             if matches!(pattern, Lookup::Unusable) {
                 continue;
             }
-            let filter = path::list_filter(prefix, &d.sep).unwrap_or_default();
+            let filter = path::list_filter(prefix, &d.sep);
+            // Airflow looks up `<prefix><sep><team>--<id>` for a team, and only under a prefix
+            // that is not empty.
+            let filter = match (&spec.team, filter) {
+                (Some(team), Some(f)) => format!("{f}{team}{}", path::TEAM_SEP),
+                (Some(_), None) => continue,
+                (None, f) => f.unwrap_or_default(),
+            };
             let listed = view.listing(&self.calls, &filter, reader.max_age).await?;
             for l in listed.iter() {
                 let Some(id) = path::id_for_secret(prefix, &d.sep, &l.name) else {
                     continue;
+                };
+                let id = match &spec.team {
+                    Some(team) => match path::team_scoped_id(team, id) {
+                        Some(id) => id,
+                        None => continue,
+                    },
+                    None => id,
                 };
                 if pattern.admits(id) {
                     out.push((kind, id.to_string(), l.clone()));
@@ -470,6 +487,13 @@ impl SecretsManager {
             .map(|v| v.sizes())
             .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
     }
+}
+
+/// The team a connection or variable of the spec is scoped to (config has no team form).
+fn team_of(spec: &AirflowSecretBindingSpec, kind: EntryKind) -> Option<String> {
+    (kind != EntryKind::Config)
+        .then(|| spec.team.clone())
+        .flatten()
 }
 
 /// The explicit entries of a spec, in order.

@@ -250,7 +250,20 @@ impl View {
         if let Some(v) = self.known_versions(names, max_age) {
             return Ok(v);
         }
-        let _flight = self.check_lock.lock().await;
+        let _flight = match self.check_lock.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                // A check is under way (at scale it can take longer than an interval). A
+                // reader that knows every version already is served what is known instead of
+                // holding a reconcile slot while it waits: that check, or the next one, finds
+                // any change, and the readers of a changed secret are woken then. Readers with
+                // names never checked wait.
+                if let Some(v) = self.known_versions(names, Duration::MAX) {
+                    return Ok(v);
+                }
+                self.check_lock.lock().await
+            }
+        };
         if let Some(v) = self.known_versions(names, max_age) {
             return Ok(v);
         }

@@ -6,7 +6,11 @@ Reads a JSON job on stdin:
    "store": true,                 # write each secret to Secrets Manager first
    "connections": [{"id": CONN_ID, "secret": SECRET_STRING or null, "env_name": NAME or null,
                     "env_value": VALUE or null}],
-   "variables":   [{"id": KEY, "secret": ..., "env_name": ..., "env_value": ...}]}
+   "variables":   [{"id": KEY, "secret": ..., "env_name": ..., "env_value": ...}],
+   "team": TEAM,                  # optional (Airflow >= 3.3): store each secret team-scoped
+                                  # (<prefix><sep><team>--<id>) and look up for that team, with
+                                  # [core] multi_team = True
+  }
 
 For every entry it asks Airflow twice, the way a worker would:
   - "sm":  SecretsManagerBackend (amazon provider) reading the secret from the endpoint;
@@ -70,9 +74,12 @@ def describe(conn_class, conn_id, value):
     return out
 
 
+TEAM = {}  # {"team_name": TEAM} for team lookups; 3.1.8's backends take no team_name
+
+
 def conn_lookup(backend, conn_id):
     try:
-        value = backend.get_conn_value(conn_id=conn_id)
+        value = backend.get_conn_value(conn_id=conn_id, **TEAM)
     except Exception as e:
         return {"core": {"found": False, "why": type(e).__name__}, "sdk": {"found": False, "why": type(e).__name__}}
     return {"core": describe(CoreConnection, conn_id, value), "sdk": describe(SdkConnection, conn_id, value)}
@@ -80,7 +87,7 @@ def conn_lookup(backend, conn_id):
 
 def var_lookup(backend, key):
     try:
-        value = backend.get_variable(key)
+        value = backend.get_variable(key, **TEAM)
     except Exception as e:
         return {"found": False, "why": type(e).__name__}
     return {"found": value is not None, "value": value}
@@ -88,6 +95,9 @@ def var_lookup(backend, key):
 
 def main():
     job = json.load(sys.stdin)
+    if job.get("team"):
+        os.environ["AIRFLOW__CORE__MULTI_TEAM"] = "True"
+        TEAM["team_name"] = job["team"]
     kwargs = {
         "connections_prefix": job.get("connections_prefix", "airflow/connections"),
         "variables_prefix": job.get("variables_prefix", "airflow/variables"),
@@ -105,7 +115,8 @@ def main():
             # Secrets Manager cannot hold an empty SecretString (minimum length 1).
             if not e.get("secret") or not job.get("store", True):
                 continue
-            name = sm.build_path(prefix.rstrip(kwargs["sep"]), e["id"], kwargs["sep"]) if prefix else e["id"]
+            sid = f"{job['team']}--{e['id']}" if job.get("team") else e["id"]
+            name = sm.build_path(prefix.rstrip(kwargs["sep"]), sid, kwargs["sep"]) if prefix else sid
             try:
                 client.create_secret(Name=name, SecretString=e["secret"])
             except client.exceptions.ResourceExistsException:
