@@ -128,6 +128,30 @@ impl State {
     }
 }
 
+/// The names one check covers. A refresh (the reader knows every version) takes along every
+/// registered name at least half its way to due, so that idle refreshes share one check per
+/// interval. A first sync (some name never checked) takes only the names never checked, and
+/// the reader's own that are half due: it must not wait for a re-check of everything known
+/// (at 10,000 names, a listing of 100 pages).
+fn due_names(s: &State, names: &BTreeSet<String>, max_age: Duration) -> BTreeSet<String> {
+    let half_due = |n: &String| {
+        s.versions
+            .get(n)
+            .is_none_or(|(_, at)| at.elapsed() >= max_age / 2)
+    };
+    let first_sync = names.iter().any(|n| !s.versions.contains_key(n));
+    let registered = s.names.values().flatten();
+    if first_sync {
+        registered
+            .filter(|n| !s.versions.contains_key(*n))
+            .chain(names.iter().filter(|n| half_due(n)))
+            .cloned()
+            .collect()
+    } else {
+        registered.filter(|n| half_due(n)).cloned().collect()
+    }
+}
+
 /// The shared view of one source.
 pub struct View {
     client: Client,
@@ -267,21 +291,9 @@ impl View {
         if let Some(v) = self.known_versions(names, max_age) {
             return Ok(v);
         }
-        // Everything registered that is at least half its way to due joins this check.
         let (due, sizes) = {
             let s = self.state();
-            let due: BTreeSet<String> = s
-                .names
-                .values()
-                .flatten()
-                .filter(|n| {
-                    s.versions
-                        .get(*n)
-                        .is_none_or(|(_, at)| at.elapsed() >= max_age / 2)
-                })
-                .cloned()
-                .collect();
-            (due, s.prefix_sizes.clone())
+            (due_names(&s, names, max_age), s.prefix_sizes.clone())
         };
         for check in plan_checks(&due, &sizes) {
             match check {
@@ -482,6 +494,31 @@ mod tests {
 
     fn set(names: &[String]) -> BTreeSet<String> {
         names.iter().cloned().collect()
+    }
+
+    #[test]
+    fn a_first_sync_checks_only_what_was_never_checked() {
+        let mut s = State::default();
+        let now = Instant::now();
+        let old = now - Duration::from_secs(15);
+        for i in 0..100 {
+            let n = format!("p/known{i}");
+            s.versions.insert(n.clone(), (Some("v".into()), old));
+            s.names.insert(("ns".into(), format!("b{i}")), set(&[n]));
+        }
+        s.names
+            .insert(("ns".into(), "new".into()), set(&["p/new".to_string()]));
+        let max_age = Duration::from_secs(20);
+        // The new binding's check: its own name only, not the 100 half-due ones.
+        assert_eq!(
+            due_names(&s, &set(&["p/new".to_string()]), max_age),
+            set(&["p/new".to_string()])
+        );
+        // A refresh takes every half-due name along (and the one never checked).
+        assert_eq!(
+            due_names(&s, &set(&["p/known0".to_string()]), max_age).len(),
+            101
+        );
     }
 
     #[test]
