@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -314,6 +315,50 @@ async fn labelled_secrets_backend_options_access_and_no_rollout_on_rotation() {
     })
     .await;
     assert_eq!(rs_counts(&client, &ns).await, before, "no rollout");
+
+    // Switching to env delivery: the values move into env, the labelled Secrets and the
+    // agents' Role + RoleBinding go.
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "discovery": {
+                    "connectionsPrefix": format!("{p}/connections"),
+                    "variablesPrefix": format!("{p}/variables")
+                },
+                "target": {"workloads": {"helmRelease": "astro-agent"}, "injection": "Env"},
+                "refreshInterval": "2s"
+            }
+        }),
+    )
+    .await;
+    let access = "agents-kubernetes-backend";
+    eventually("the grant and the labelled Secrets removed", T, || async {
+        let role = Api::<Role>::namespaced(client.clone(), &ns)
+            .get_opt(access)
+            .await
+            .ok()?;
+        let rb = Api::<RoleBinding>::namespaced(client.clone(), &ns)
+            .get_opt(access)
+            .await
+            .ok()?;
+        (role.is_none() && rb.is_none() && labelled(&client, &ns).await.is_empty()).then_some(())
+    })
+    .await;
+    eventually("the connection injected as env", T, || async {
+        let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get(TARGETED[0])
+            .await
+            .ok()?;
+        let c = pod(&dep).containers[0].clone();
+        env_refs(&dep, &c.name)
+            .contains_key("AIRFLOW_CONN_MY_DB")
+            .then_some(())
+    })
+    .await;
 
     let logs = op.stop();
     assert!(!logs.contains("CANARY") && !logs.contains("ROTATED"));
