@@ -18,7 +18,7 @@ pub mod workload;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use futures::channel::mpsc::{UnboundedSender, unbounded};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -174,7 +174,12 @@ async fn watch_bindings(
         .default_backoff()
         .modify(|b| slim_meta(&mut b.metadata))
         .reflect(writer)
-        .applied_objects(),
+        .applied_objects()
+        .map_ok(|b| {
+            let mut only = AirflowSecretBinding::new(&b.name_any(), Default::default());
+            only.metadata.namespace = b.metadata.namespace;
+            only
+        }),
     );
     reader.wait_until_ready().await?;
     for b in reader.state() {
@@ -203,7 +208,11 @@ pub async fn run(
         .default_backoff()
         .modify(slim)
         .reflect(deploy_writer)
-        .applied_objects(),
+        .applied_objects()
+        .map_ok(|d| Deployment {
+            metadata: reference(d.metadata),
+            ..Default::default()
+        }),
     );
     let (secret_reader, secret_writer) = reflector::store();
     let owned_secrets = on_own_task(
@@ -214,7 +223,14 @@ pub async fn run(
         .default_backoff()
         .modify(|s| slim_meta(&mut s.metadata))
         .reflect(secret_writer)
-        .touched_objects(),
+        .touched_objects()
+        .map_ok(|s| PartialObjectMeta {
+            metadata: ObjectMeta {
+                owner_references: s.metadata.owner_references.clone(),
+                ..reference(s.metadata)
+            },
+            ..s
+        }),
     );
     // Plans read these caches: they must be complete before the first reconcile (an empty one
     // would look like Secrets to create and values to read again after every restart).
