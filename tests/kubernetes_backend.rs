@@ -95,16 +95,15 @@ async fn airflow_config_of(client: &Client, ns: &str, dep: &Deployment) -> serde
     }
     let python = format!("{}/bin/python", ground_var("ASO_AIRFLOW33_VENV"));
     let code = "import json; from airflow.configuration import conf; print(json.dumps([conf.get('secrets', 'backend'), json.loads(conf.get('secrets', 'backend_kwargs')), conf.get('workers', 'secrets_backend'), json.loads(conf.get('workers', 'secrets_backend_kwargs'))]))";
+    let home = std::env::temp_dir().join(format!("aso-airflow-home-{ns}"));
     let out = std::process::Command::new(python)
         .args(["-c", code])
         .env_clear()
-        .env(
-            "AIRFLOW_HOME",
-            std::env::temp_dir().join(format!("aso-airflow-home-{ns}")),
-        )
+        .env("AIRFLOW_HOME", &home)
         .envs(&env)
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&home);
     assert!(
         out.status.success(),
         "{}",

@@ -24,13 +24,18 @@ raises is not found). Prints, after a line `=== aso-oracle-result ===`, {"airflo
 on stdout. Works with every Airflow of the golden tests' version matrix (3.1.8 and 3.3.2): the
 classes it imports are where both versions have them. Values are compared by the caller; this script prints them only to that pipe.
 """
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import warnings
 
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="aso-airflow-"))
+if "AIRFLOW_HOME" not in os.environ:
+    # A home of its own, removed at exit: runs leave nothing behind.
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="aso-airflow-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 warnings.simplefilter("ignore")
 

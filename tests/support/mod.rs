@@ -173,6 +173,7 @@ pub fn helm_agent(verb: &str, namespace: &str, release: &str, values_yaml: &str,
     ];
     args.extend_from_slice(extra);
     run(&helm, &args);
+    let _ = std::fs::remove_file(&values);
     let _ = std::fs::remove_file(values);
 }
 
@@ -329,6 +330,9 @@ impl Drop for Operator {
                 self.log.display(),
                 self.logs()
             );
+        } else {
+            // Kept only when the test failed: a passing run leaves nothing behind.
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
