@@ -11,6 +11,7 @@ pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod entries;
+pub mod events;
 pub mod http;
 pub mod import;
 pub mod metrics;

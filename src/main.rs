@@ -45,6 +45,17 @@ enum Command {
         /// Calls a source may make at once before the rate applies.
         #[arg(long, default_value_t = 40.0, env = "SECRETS_MANAGER_BURST")]
         secrets_manager_burst: f64,
+        /// URL of an SQS queue that receives Secrets Manager change events from EventBridge
+        /// (docs/events.md): changes then land in seconds; periodic refreshes stay. Empty: off.
+        /// Only the leader consumes; never share one queue between two installations.
+        #[arg(long, env = "SQS_QUEUE_URL")]
+        sqs_queue_url: Option<String>,
+        /// Region of the queue (default: the queue URL's, else the AWS default chain).
+        #[arg(long, env = "SQS_REGION")]
+        sqs_region: Option<String>,
+        /// Role to assume for the queue (default: the operator's own identity).
+        #[arg(long, env = "SQS_ROLE_ARN")]
+        sqs_role_arn: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crd {
@@ -140,6 +151,9 @@ fn main() -> ExitCode {
             lease_duration_seconds,
             secrets_manager_qps,
             secrets_manager_burst,
+            sqs_queue_url,
+            sqs_region,
+            sqs_role_arn,
         } => {
             init_tracing(log_format);
             let limit = airflow_secrets_operator::secretsmanager::RateLimit {
@@ -151,8 +165,16 @@ fn main() -> ExitCode {
                 namespace: lease_namespace,
                 duration: lease_duration_seconds,
             });
+            let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+            let events = non_empty(sqs_queue_url).map(|queue_url| {
+                airflow_secrets_operator::events::SqsConfig {
+                    queue_url,
+                    region: non_empty(sqs_region),
+                    role_arn: non_empty(sqs_role_arn),
+                }
+            });
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(namespace, http_address, lease, limit)) {
+            match runtime.block_on(run(namespace, http_address, lease, limit, events)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -237,6 +259,7 @@ async fn run(
     http_address: std::net::SocketAddr,
     lease: Option<Lease>,
     limit: airflow_secrets_operator::secretsmanager::RateLimit,
+    events: Option<airflow_secrets_operator::events::SqsConfig>,
 ) -> anyhow::Result<()> {
     use airflow_secrets_operator::{controller, http, metrics, secretsmanager};
     let client = kube::Client::try_default().await?;
@@ -294,7 +317,8 @@ async fn run(
         "starting controller"
     );
     tokio::select! {
-        r = controller::run(client, secrets_manager, metrics, namespace) => r,
+        // The event consumer runs inside: only on the leader, like the controllers.
+        r = controller::run(client, secrets_manager, metrics, namespace, events) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads")),
     }

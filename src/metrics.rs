@@ -32,6 +32,13 @@ pub struct EntryLabels {
 
 pub type Calls = Family<CallLabels, Counter>;
 
+/// Secrets Manager change events taken from the queue, by outcome: `received` (every message),
+/// then one of `relevant`, `irrelevant`, `duplicate`, `invalid`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub outcome: &'static str,
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
     pub registry: Registry,
@@ -42,6 +49,12 @@ pub struct Metrics {
     pub conflicts: Family<BindingLabels, Counter>,
     /// Deployment writes (each combines every binding that targets the Deployment).
     pub workload_writes: Counter,
+    /// Change events (EventBridge → SQS), by outcome.
+    pub events: Family<EventLabels, Counter>,
+    /// From an event's arrival in the queue to the refreshed managed Secret of a binding.
+    pub event_to_secret: Histogram,
+    /// From an event's arrival in the queue to the Deployments carrying the new content.
+    pub event_to_rollout: Histogram,
 }
 
 impl Metrics {
@@ -97,8 +110,29 @@ impl Metrics {
             "Deployment writes; each combines every binding that targets the Deployment",
             workload_writes.clone(),
         );
+        let events = Family::default();
+        registry.register(
+            "events",
+            "Secrets Manager change events taken from the SQS queue, by outcome (received, relevant, irrelevant, duplicate, invalid)",
+            events.clone(),
+        );
+        let event_to_secret = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "event_to_secret_seconds",
+            "From a change event's arrival in the queue to the binding's refreshed Secret",
+            event_to_secret.clone(),
+        );
+        let event_to_rollout = Histogram::new(exponential_buckets(0.05, 2.0, 12));
+        registry.register(
+            "event_to_rollout_seconds",
+            "From a change event's arrival in the queue to the Deployments carrying the new content",
+            event_to_rollout.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            events,
+            event_to_secret,
+            event_to_rollout,
             workload_writes,
             reconcile_duration,
             reconcile_errors,

@@ -234,6 +234,10 @@ fn deployment_is_restricted_and_wired_to_the_binary() {
     assert_eq!(env(c, "RUST_LOG").unwrap()["value"], "info");
     assert!(env(c, "WATCH_NAMESPACE").is_none());
     assert!(env(c, "AWS_REGION").is_none());
+    assert!(
+        env(c, "SQS_QUEUE_URL").is_none(),
+        "the event consumer is off by default"
+    );
 
     // The metrics Service reaches the pod's named port.
     let service = one(&objects, "Service");
@@ -267,6 +271,28 @@ fn deployment_is_restricted_and_wired_to_the_binary() {
     assert_eq!(
         one(&objects, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::123456789012:role/aso"
+    );
+    assert!(env(c, "SQS_QUEUE_URL").is_none());
+
+    // The event consumer (docs/events.md): queue, region and role reach the container.
+    let objects = render(
+        "aso",
+        &[
+            "--set",
+            "events.sqs.queueUrl=https://sqs.eu-west-1.amazonaws.com/123456789012/aso-events,events.sqs.region=eu-west-1",
+            "--set",
+            "events.sqs.roleArn=arn:aws:iam::123456789012:role/aso-events",
+        ],
+    );
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env(c, "SQS_QUEUE_URL").unwrap()["value"],
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/aso-events"
+    );
+    assert_eq!(env(c, "SQS_REGION").unwrap()["value"], "eu-west-1");
+    assert_eq!(
+        env(c, "SQS_ROLE_ARN").unwrap()["value"],
+        "arn:aws:iam::123456789012:role/aso-events"
     );
 }
 
@@ -496,6 +522,11 @@ fn dashboard_queries_the_operators_metrics() {
     m.reconcile_errors.get_or_create(&b).inc();
     m.rollouts.get_or_create(&b).inc();
     m.conflicts.get_or_create(&b).inc();
+    m.events
+        .get_or_create(&airflow_secrets_operator::metrics::EventLabels {
+            outcome: "received",
+        })
+        .inc();
     m.entries
         .get_or_create(&EntryLabels {
             namespace: "ns".into(),
@@ -519,7 +550,7 @@ fn dashboard_queries_the_operators_metrics() {
             families.push((name.to_string(), samples));
         }
     }
-    assert_eq!(families.len(), 8, "families exposed: {families:?}");
+    assert_eq!(families.len(), 11, "families exposed: {families:?}");
     let exposed: BTreeSet<&str> = families
         .iter()
         .flat_map(|(_, s)| s.iter().map(String::as_str))
@@ -655,6 +686,11 @@ fn schema_rejects_bad_values() {
         ("logFormat=xml", "'/logFormat'"),
         ("image.tags=v1", "additional properties 'tags' not allowed"),
         ("watchNamespace=Not_A_Namespace", "'/watchNamespace'"),
+        ("events.sqs.queueUrl=not-a-url", "'/events/sqs/queueUrl'"),
+        (
+            "events.sqs.queue=x",
+            "additional properties 'queue' not allowed",
+        ),
     ] {
         let out = std::process::Command::new(&helm)
             .args([

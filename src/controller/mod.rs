@@ -18,8 +18,8 @@ pub mod workload;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use futures::channel::mpsc::{UnboundedSender, unbounded};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
@@ -75,6 +75,15 @@ pub struct Context {
 }
 
 impl Context {
+    /// Makes a binding reconcile now, reading Secrets Manager again (an event found that a
+    /// secret it reads changed): marks it stale and triggers it.
+    pub fn wake(&self, key: &index::Key) {
+        self.index.lock().expect("index").binding(key).stale = true;
+        let _ = self
+            .to_bindings
+            .unbounded_send(ObjectRef::new(&key.1).within(&key.0));
+    }
+
     async fn publish(
         &self,
         binding: &AirflowSecretBinding,
@@ -141,6 +150,17 @@ fn slim(d: &mut Deployment) {
     slim_meta(&mut d.metadata);
 }
 
+/// Name and namespace only: what a controller takes from a watch event (the object itself is
+/// read from the cache). Events wait in [`on_own_task`]'s queue while the controllers start (a
+/// restart lists every object at once); full copies there would double the memory.
+fn reference(m: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        ..Default::default()
+    }
+}
+
 /// Polls a watch stream on its own task, so that its cache fills whatever the controller that
 /// consumes its events is busy with, and hands the events on.
 fn on_own_task<T: Send + 'static>(
@@ -190,39 +210,47 @@ async fn watch_bindings(
     Ok((reader, events))
 }
 
-/// Runs both controllers until the process is asked to stop. `namespace` limits them to one
-/// namespace; `None` watches all. Call [`ensure_crd`] first.
-pub async fn run(
-    client: Client,
-    secrets_manager: Arc<SecretsManager>,
-    metrics: Arc<Metrics>,
-    namespace: Option<String>,
-) -> anyhow::Result<()> {
-    let ns = namespace.as_deref();
-    let (deploy_reader, deploy_writer) = reflector::store();
-    let deployments = on_own_task(
-        watcher(
-            scoped::<Deployment>(&client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(slim)
-        .reflect(deploy_writer)
-        .applied_objects()
-        .map_ok(|d| Deployment {
-            metadata: reference(d.metadata),
-            ..Default::default()
-        }),
+/// The Deployments' cache (slim) and their events.
+fn watch_deployments(
+    client: &Client,
+    ns: Option<&str>,
+) -> (
+    Store<Deployment>,
+    impl futures::Stream<Item = Result<Deployment, watcher::Error>> + use<>,
+) {
+    let (reader, writer) = reflector::store();
+    let events = on_own_task(
+        watcher(scoped::<Deployment>(client, ns), watcher::Config::default())
+            .default_backoff()
+            .modify(slim)
+            .reflect(writer)
+            .applied_objects()
+            .map_ok(|d| Deployment {
+                metadata: reference(d.metadata),
+                ..Default::default()
+            }),
     );
-    let (secret_reader, secret_writer) = reflector::store();
-    let owned_secrets = on_own_task(
+    (reader, events)
+}
+
+/// The managed Secrets' metadata cache and their events (with owners: they trigger their
+/// bindings).
+fn watch_owned_secrets(
+    client: &Client,
+    ns: Option<&str>,
+) -> (
+    Store<PartialObjectMeta<Secret>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + use<>,
+) {
+    let (reader, writer) = reflector::store();
+    let events = on_own_task(
         watcher(
-            scoped::<PartialObjectMeta<Secret>>(&client, ns),
+            scoped::<PartialObjectMeta<Secret>>(client, ns),
             watcher::Config::default().labels(&format!("{}={MANAGER}", binding::MANAGED_BY)),
         )
         .default_backoff()
         .modify(|s| slim_meta(&mut s.metadata))
-        .reflect(secret_writer)
+        .reflect(writer)
         .touched_objects()
         .map_ok(|s| PartialObjectMeta {
             metadata: ObjectMeta {
@@ -232,6 +260,22 @@ pub async fn run(
             ..s
         }),
     );
+    (reader, events)
+}
+
+/// Runs both controllers until the process is asked to stop. `namespace` limits them to one
+/// namespace; `None` watches all. With `events`, the change-event consumer runs alongside
+/// (only where the controllers run: on the leader). Call [`ensure_crd`] first.
+pub async fn run(
+    client: Client,
+    secrets_manager: Arc<SecretsManager>,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    events: Option<crate::events::SqsConfig>,
+) -> anyhow::Result<()> {
+    let ns = namespace.as_deref();
+    let (deploy_reader, deployments) = watch_deployments(&client, ns);
+    let (secret_reader, owned_secrets) = watch_owned_secrets(&client, ns);
     // Plans read these caches: they must be complete before the first reconcile (an empty one
     // would look like Secrets to create and values to read again after every restart).
     deploy_reader.wait_until_ready().await?;
@@ -280,6 +324,7 @@ pub async fn run(
             }
         });
     info!("controllers running");
+    let _consumer = events.map(|cfg| crate::events::start(cfg, ctx.clone()));
     futures::future::join(binding_loop, workload_loop).await;
     Ok(())
 }

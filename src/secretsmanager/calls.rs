@@ -217,6 +217,72 @@ impl Api<'_> {
     }
 }
 
+/// What `DescribeSecret` tells of one secret: no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The id it was asked for.
+    pub asked: String,
+    /// Name and ARN; None when there is no such secret.
+    pub name: Option<String>,
+    pub arn: Option<String>,
+    /// The `AWSCURRENT` version; None when gone (not found, or scheduled for deletion, which
+    /// Airflow's backend reads as not found too).
+    pub current_version: Option<String>,
+}
+
+impl Described {
+    pub fn gone(&self) -> bool {
+        self.current_version.is_none()
+    }
+}
+
+impl Api<'_> {
+    /// `DescribeSecret` of one id (a name, full or partial ARN): its current version, no value.
+    pub async fn describe(&self, secret_id: &str) -> Result<Described, ResolveError> {
+        self.limiter.acquire().await;
+        let resp = self
+            .client
+            .describe_secret()
+            .secret_id(secret_id)
+            .send()
+            .await;
+        self.count("DescribeSecret", resp.is_ok());
+        match resp {
+            Ok(r) => {
+                let current_version = r
+                    .version_ids_to_stages()
+                    .and_then(|m| {
+                        m.iter()
+                            .find(|(_, stages)| stages.iter().any(|st| st == "AWSCURRENT"))
+                            .map(|(v, _)| v.clone())
+                    })
+                    .filter(|_| r.deleted_date().is_none());
+                Ok(Described {
+                    asked: secret_id.to_string(),
+                    name: r.name().map(str::to_string),
+                    arn: r.arn().map(str::to_string),
+                    current_version,
+                })
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(Described {
+                    asked: secret_id.to_string(),
+                    name: None,
+                    arn: None,
+                    current_version: None,
+                })
+            }
+            Err(e) => Err(ResolveError::Call {
+                operation: "DescribeSecret",
+                message: sdk_message(&e),
+            }),
+        }
+    }
+}
+
 /// A per-id error code as an entry state; the message names the code, never a value.
 ///
 /// Codes that Airflow's backend treats as "not found" (a secret scheduled for deletion answers

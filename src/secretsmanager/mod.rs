@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
 
-pub use calls::{BATCH_LIMIT, LIST_PAGE};
+pub use calls::{BATCH_LIMIT, Described, LIST_PAGE};
 pub use limit::RateLimit;
 pub use patterns::{DiscoveryPatterns, Lookup};
 pub use view::ReaderKey;
@@ -463,6 +463,34 @@ impl SecretsManager {
         if let Some(v) = view {
             v.forget(reader);
         }
+    }
+
+    /// `DescribeSecret` of one id of a source (an event's check): its current version, no value.
+    pub async fn describe(
+        &self,
+        source: &Source,
+        secret_id: &str,
+    ) -> Result<Described, ResolveError> {
+        self.view(source)
+            .await
+            .api(&self.calls)
+            .describe(secret_id)
+            .await
+    }
+
+    /// Records a check's result in the source's view ([`View::apply_described`]): changed
+    /// versions are then reported by [`SecretsManager::take_changed`]. Returns whether a cached
+    /// listing gained or lost the secret.
+    pub async fn apply_described(
+        &self,
+        source: &Source,
+        current: Option<&str>,
+        aliases: &[String],
+        names: &[String],
+    ) -> bool {
+        self.view(source)
+            .await
+            .apply_described(current, aliases, names)
     }
 
     /// Names (of any source) whose current version a listing or check found changed since the

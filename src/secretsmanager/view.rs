@@ -476,6 +476,46 @@ impl View {
             .retain(|n, _| names.contains(n) || listed.contains(n));
     }
 
+    /// Records what a direct check (an event's) found, so that readers see it without waiting
+    /// for a listing (which may lag by minutes): the current version under each id in
+    /// `aliases` (noting a change), and each cached listing that covers one of `names` gains,
+    /// updates or loses it. Returns whether a listing gained or lost a secret.
+    pub fn apply_described(
+        &self,
+        current: Option<&str>,
+        aliases: &[String],
+        names: &[String],
+    ) -> bool {
+        let now = Instant::now();
+        let mut s = self.state();
+        for a in aliases {
+            s.learn_version(a, current.map(str::to_string), now);
+        }
+        let mut membership = false;
+        for (filter, listing) in s.listings.iter_mut() {
+            for n in names.iter().filter(|n| n.starts_with(filter.as_str())) {
+                let pos = listing.secrets.iter().position(|l| &l.name == n);
+                let secrets = Arc::make_mut(&mut listing.secrets);
+                match (pos, current) {
+                    (Some(i), Some(v)) => secrets[i].current_version = Some(v.to_string()),
+                    (Some(i), None) => {
+                        secrets.remove(i);
+                        membership = true;
+                    }
+                    (None, Some(v)) => {
+                        secrets.push(Listed {
+                            name: n.clone(),
+                            current_version: Some(v.to_string()),
+                        });
+                        membership = true;
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        membership
+    }
+
     /// Names whose version changed since the last call (a listing or check found it).
     pub fn take_changed(&self) -> BTreeSet<String> {
         std::mem::take(&mut self.state().changed)
