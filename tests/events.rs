@@ -8,6 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, ListParams};
 use serde_json::json;
 use support::*;
 
@@ -430,6 +433,88 @@ async fn discovery_sees_created_deleted_and_restored_secrets_at_once() {
     })
     .await;
     assert_eq!(op.metric(&events("relevant")), 3.0);
+    drop(op);
+    delete_namespace(&client, &ns).await;
+}
+
+/// KubernetesBackend delivery: an event updates the labelled Secret the agents' backend reads
+/// within 5 s, and creates no ReplicaSet.
+#[tokio::test]
+async fn an_event_updates_the_labelled_secret_and_rolls_nothing() {
+    const KB: &str = "airflow.providers.cncf.kubernetes.secrets.kubernetes_secrets_backend.KubernetesSecretsBackend";
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "ev-k8s-backend").await;
+    helm_install_agent(
+        &ns,
+        "astro-agent",
+        &format!("{AGENT_VALUES}secretBackend: {KB}\n"),
+    );
+    let sm = secrets_manager().await;
+    let sqs = sqs().await;
+    let url = queue(&sqs, &format!("aso-{ns}")).await;
+    let db = format!("ev-{ns}/db");
+    put_secret(&sm, &db, "postgresql://u:v1@db/x").await;
+    let op = Operator::start_with(
+        &ns,
+        &["--sqs-queue-url", &url],
+        &[("AWS_ENDPOINT_URL_SQS", &ground_var("ASO_MOTO_ENDPOINT"))],
+    );
+    apply_binding(
+        &client,
+        &ns,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "connections": [{"connId": "db", "secretId": db}],
+                "target": {"workloads": {"helmRelease": "astro-agent"}, "injection": "KubernetesBackend"},
+                "refreshInterval": "1h"
+            }
+        }),
+    )
+    .await;
+    let labelled = |client: Client, ns: String| async move {
+        let list = Api::<Secret>::namespaced(client, &ns)
+            .list(&ListParams::default().labels("airflow.apache.org/connection-id=db"))
+            .await
+            .ok()?;
+        let s = list.items.into_iter().next()?;
+        String::from_utf8(s.data?.get("value")?.0.clone()).ok()
+    };
+    eventually("the labelled Secret", T, || async {
+        (labelled(client.clone(), ns.clone()).await? == "postgresql://u:v1@db/x").then_some(())
+    })
+    .await;
+    op.quiet().await;
+    let rs = replicasets(&client, &ns, WORKER).await.len();
+
+    let (arn, v2) = put_value(&sm, &db, "postgresql://u:v2@db/x").await;
+    let t0 = Instant::now();
+    send(
+        &sqs,
+        &url,
+        &api_call(
+            "k8s-put-1",
+            "PutSecretValue",
+            json!({"requestParameters": {"secretId": db},
+                   "responseElements": {"arn": arn, "versionId": v2}}),
+        ),
+    )
+    .await;
+    eventually("the rotated value in the labelled Secret", T, || async {
+        (labelled(client.clone(), ns.clone()).await? == "postgresql://u:v2@db/x").then_some(())
+    })
+    .await;
+    let took = t0.elapsed();
+    println!("event -> labelled Secret {took:?}");
+    assert!(took < FAST, "event -> labelled Secret took {took:?}");
+    op.quiet().await;
+    assert_eq!(
+        replicasets(&client, &ns, WORKER).await.len(),
+        rs,
+        "no rollout"
+    );
     drop(op);
     delete_namespace(&client, &ns).await;
 }
