@@ -199,7 +199,7 @@ fn ours_var(id: &str, secret: &str) -> Injection {
 
 fn job_entries(
     entries: &[(String, String)],
-    ours: fn(&str, &str) -> Injection,
+    ours: impl Fn(&str, &str) -> Injection,
 ) -> (Vec<Value>, Vec<Injection>) {
     let mut job = Vec::new();
     let mut results = Vec::new();
@@ -444,22 +444,12 @@ fn airflow_3_3_multi_team_reads_team_scoped_env_as_it_reads_secrets_manager() {
         .chain(edge("postgres://u:p@h:5432/db"))
         .collect();
     let vars: Corpus = builtin_variables().into_iter().chain(edge("v")).collect();
-    let ours = |kind: EntryKind, corpus: &Corpus| -> (Vec<Value>, Vec<Injection>) {
-        let mut job = Vec::new();
-        let mut results = Vec::new();
-        for (id, secret) in corpus {
-            let r = ours_team(kind, team, id, secret);
-            let (n, v) = match &r {
-                Ok((n, v)) => (json!(n), json!(v)),
-                Err(_) => (Value::Null, Value::Null),
-            };
-            job.push(json!({"id": id, "secret": secret, "env_name": n, "env_value": v}));
-            results.push(r);
-        }
-        (job, results)
-    };
-    let (conn_job, conn_ours) = ours(EntryKind::Connection, &conns);
-    let (var_job, var_ours) = ours(EntryKind::Variable, &vars);
+    let (conn_job, conn_ours) = job_entries(&conns, |id, secret| {
+        ours_team(EntryKind::Connection, team, id, secret)
+    });
+    let (var_job, var_ours) = job_entries(&vars, |id, secret| {
+        ours_team(EntryKind::Variable, team, id, secret)
+    });
     let job = json!({
         "endpoint": endpoint,
         "connections_prefix": format!("golden-team-{}/connections", std::process::id()),
