@@ -129,7 +129,10 @@ pub struct AirflowSecretBindingSpec {
     pub mode: Mode,
 
     /// How often Secrets Manager is checked for new versions, e.g. `30s`, `15m`, `1h`, `1h30m`.
-    /// A small random jitter is added so that bindings do not refresh in lockstep.
+    /// The operator checks the secrets of all bindings of a source together, on each binding's
+    /// interval, and reconciles a binding when one of its secrets changed; entries no listing
+    /// can check (ARNs, pinned stages or version ids) are re-read on the interval. An unchanged
+    /// binding is reconciled anyway every ten intervals (at least 5 minutes, at most 10 hours).
     #[serde(default = "default_refresh_interval")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("refreshInterval must be at least 1s"))]
@@ -498,8 +501,9 @@ pub struct AirflowSecretBindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// When Secrets Manager was last read successfully (RFC 3339). A read that changes
-    /// nothing else in the status moves it at most every 10 minutes.
+    /// When the binding last read Secrets Manager successfully (RFC 3339): when one of its
+    /// secrets changed, and at least every ten refresh intervals. A read that changes nothing
+    /// else in the status moves it at most every 10 minutes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
 

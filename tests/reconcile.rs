@@ -297,9 +297,22 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
         v
     };
     let writes = "airflow_secrets_workload_writes_total";
-    let (v0, w0) = (
+    let reconciles = || {
+        op.metric_sum(
+            "airflow_secrets_reconcile_duration_seconds_count",
+            &format!(r#"namespace="{ns}""#),
+        )
+    };
+    let lists = || {
+        op.metric(
+            r#"airflow_secrets_secretsmanager_calls_total{operation="ListSecrets",outcome="success"}"#,
+        )
+    };
+    let (v0, w0, r0, l0) = (
         versions(client.clone(), ns.clone()).await,
         op.metric(writes),
+        reconciles(),
+        lists(),
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
@@ -308,6 +321,12 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
         "idle refreshes write nothing"
     );
     assert_eq!(op.metric(writes), w0, "no Deployment write while idle");
+    // The shared view checks the secrets on the bindings' 2 s interval; the bindings are not
+    // reconciled for it while nothing changed.
+    let (r1, l1) = (reconciles(), lists());
+    println!("idle 5 s: {} reconciles, {} ListSecrets", r1 - r0, l1 - l0);
+    assert!(l1 - l0 >= 2.0, "the view kept checking: {l0} -> {l1}");
+    assert_eq!(r1, r0, "no binding reconciled while nothing changed");
 
     // One rotation of the secret five bindings read: one rollout per Deployment.
     put_secret(&sm, &format!("{p}/shared"), "postgres://shared/2").await;

@@ -190,6 +190,7 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
             .problem
             .as_ref()
             .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
+    let polls = ctx.secrets_manager.polls(&binding.spec).await;
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(&key);
     if failed {
@@ -198,14 +199,32 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     }
     state.failures = 0;
     let interval = refresh_interval(binding);
+    let problems = state.resolved.as_ref().is_none_or(|r| {
+        r.entries
+            .iter()
+            .any(|e| matches!(e.outcome, Fetched::Problem(..)))
+    });
     let remaining = state
         .resolved
         .as_ref()
         .map(|r| interval.saturating_sub(r.at.elapsed()))
         .unwrap_or(interval);
-    Ok(Action::requeue(with_jitter(
-        remaining.max(Duration::from_millis(200)),
-    )))
+    drop(index);
+    // The shared view's background refresh wakes the binding when a secret it reads changes;
+    // it re-reads on its own interval only what the view cannot check for it (direct reads,
+    // entries that failed), and else resyncs rarely, for safety.
+    let wait = if polls || problems {
+        remaining.max(Duration::from_millis(200))
+    } else {
+        safety_resync(interval)
+    };
+    Ok(Action::requeue(with_jitter(wait)))
+}
+
+/// How often a binding the shared view watches for it is reconciled anyway: ten refresh
+/// intervals, at least 5 minutes and at most 10 hours.
+pub(super) fn safety_resync(interval: Duration) -> Duration {
+    (interval * 10).clamp(Duration::from_secs(300), Duration::from_secs(36_000))
 }
 
 /// Reads Secrets Manager unless what was read within the refresh interval still answers this
@@ -264,19 +283,7 @@ async fn observe(
             remember(ctx, key, binding, force, &entries);
             // Secrets whose version the shared view found changed (by this read or a
             // concurrent one): every binding that read them refreshes now, together.
-            let changed = ctx.secrets_manager.take_changed();
-            let woken: Vec<Key> = {
-                let mut index = ctx.index.lock().expect("index");
-                changed
-                    .iter()
-                    .flat_map(|name| index.mark_readers_stale(name))
-                    .collect()
-            };
-            for k in woken {
-                let _ = ctx
-                    .to_bindings
-                    .unbounded_send(ObjectRef::new(&k.1).within(&k.0));
-            }
+            ctx.wake_changed();
             Read::Entries(entries)
         }
         Err(e) => Read::Failed(e.to_string()),

@@ -107,15 +107,19 @@ impl Index {
             .collect()
     }
 
-    /// Marks every binding whose last read included `secret` stale (including the one that
-    /// found the change: it may have read before the change was learnt); returns them.
-    pub fn mark_readers_stale(&mut self, secret: &str) -> Vec<Key> {
+    /// Marks every binding whose last read included one of `secrets` stale (including the one
+    /// that found the change: it may have read before the change was learnt); returns them.
+    pub fn mark_readers_stale(&mut self, secrets: &BTreeSet<String>) -> Vec<Key> {
         let mut out = Vec::new();
+        if secrets.is_empty() {
+            return out;
+        }
         for (key, state) in self.bindings.iter_mut() {
-            let reads = state
-                .resolved
-                .as_ref()
-                .is_some_and(|r| r.entries.iter().any(|e| e.secret_id == secret));
+            let reads = state.resolved.as_ref().is_some_and(|r| {
+                r.entries
+                    .iter()
+                    .any(|e| secrets.contains(e.secret_id.as_str()))
+            });
             if reads && !state.stale {
                 state.stale = true;
                 out.push(key.clone());

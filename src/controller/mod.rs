@@ -84,6 +84,25 @@ impl Context {
             .unbounded_send(ObjectRef::new(&key.1).within(&key.0));
     }
 
+    /// Wakes the bindings that read a secret whose version changed, or a listing whose members
+    /// changed, or whose check began or stopped failing (as the shared view found); returns
+    /// them.
+    pub fn wake_changed(&self) -> std::collections::BTreeSet<index::Key> {
+        let changed = self.secrets_manager.take_changed();
+        let mut woken: std::collections::BTreeSet<index::Key> = self
+            .index
+            .lock()
+            .expect("index")
+            .mark_readers_stale(&changed)
+            .into_iter()
+            .collect();
+        woken.extend(self.secrets_manager.take_woken());
+        for k in &woken {
+            self.wake(k);
+        }
+        woken
+    }
+
     async fn publish(
         &self,
         binding: &AirflowSecretBinding,
@@ -324,9 +343,23 @@ pub async fn run(
             }
         });
     info!("controllers running");
+    let refresher = tokio::spawn(refresh(ctx.clone()));
     let _consumer = events.map(|cfg| crate::events::start(cfg, ctx.clone()));
     futures::future::join(binding_loop, workload_loop).await;
+    refresher.abort();
     Ok(())
+}
+
+/// The shared view's background refresh: checks what is due on its readers' intervals and
+/// wakes the bindings whose secrets changed. Unchanged bindings are not reconciled for it.
+async fn refresh(ctx: Arc<Context>) {
+    let mut tick = tokio::time::interval(crate::secretsmanager::view::REFRESH_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ctx.secrets_manager.refresh().await;
+        ctx.wake_changed();
+    }
 }
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s, … up to 5 min.

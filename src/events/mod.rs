@@ -454,14 +454,7 @@ impl Consumer {
         }
         // Secrets whose version changed (found now, or by a concurrent refresh): every binding
         // that read them refreshes now, as after any version check.
-        let changed = ctx.secrets_manager.take_changed();
-        let mut wake: BTreeSet<Key> = {
-            let mut index = ctx.index.lock().expect("index");
-            changed
-                .iter()
-                .flat_map(|n| index.mark_readers_stale(n))
-                .collect()
-        };
+        let mut wake: BTreeSet<Key> = ctx.wake_changed();
         wake.extend(membership);
         for g in &groups {
             wake.extend(g.direct.iter().cloned());

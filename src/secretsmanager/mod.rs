@@ -38,7 +38,7 @@ use crate::metrics::{CallLabels, Calls};
 use view::View;
 
 /// A failure that stops the whole resolution (the last good Secret is kept).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ResolveError {
     #[error("Secrets Manager {operation} failed: {message}")]
     Call {
@@ -273,6 +273,9 @@ impl SecretsManager {
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
+        if !reader.direct {
+            view.set_interval(&reader.key, reader.max_age);
+        }
         let discovered = self.discover(view, reader, spec, patterns).await?;
         let wanted = wanted(spec);
         let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) =
@@ -389,7 +392,9 @@ impl SecretsManager {
                 (Some(_), None) => continue,
                 (None, f) => f.unwrap_or_default(),
             };
-            let listed = view.listing(&self.calls, &filter, reader.max_age).await?;
+            let listed = view
+                .listing(&self.calls, Some(&reader.key), &filter, reader.max_age)
+                .await?;
             for l in listed.iter() {
                 let Some(id) = path::id_for_secret(prefix, &d.sep, &l.name) else {
                     continue;
@@ -504,6 +509,41 @@ impl SecretsManager {
             .cloned()
             .collect();
         views.iter().flat_map(|v| v.take_changed()).collect()
+    }
+
+    /// Runs every view's background refresh once ([`View::refresh`]), all sources at the same
+    /// time (a hung one does not hold up the others).
+    pub async fn refresh(&self) {
+        let views: Vec<Arc<View>> = self
+            .views
+            .lock()
+            .expect("views")
+            .values()
+            .cloned()
+            .collect();
+        futures::future::join_all(views.iter().map(|v| v.refresh(&self.calls))).await;
+    }
+
+    /// Readers (of any source) of the listings whose members changed since the last call, or
+    /// whose refresh began or stopped failing ([`View::take_woken`]).
+    pub fn take_woken(&self) -> BTreeSet<ReaderKey> {
+        let views: Vec<Arc<View>> = self
+            .views
+            .lock()
+            .expect("views")
+            .values()
+            .cloned()
+            .collect();
+        views.iter().flat_map(|v| v.take_woken()).collect()
+    }
+
+    /// Whether a binding must re-read on its own interval instead of being woken by the
+    /// background refresh: some of its entries cannot be checked by a listing (ARNs, staged
+    /// or pinned versions), or its source refuses listing by name.
+    pub async fn polls(&self, spec: &AirflowSecretBindingSpec) -> bool {
+        let wanted = wanted(spec);
+        wanted.iter().any(|w| !by_listing(w))
+            || (!wanted.is_empty() && self.view(&spec.source).await.listing_denied())
     }
 
     /// Sizes of every view's caches added up: (listings, versions, values).

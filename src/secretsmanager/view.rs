@@ -8,8 +8,12 @@
 //!   else by name (10 per `ListSecrets` filter). Every listing refreshes the versions it shows.
 //! - A value is read once per (secret, version) for all bindings and kept only while some binding
 //!   still refers to that version.
-
+//! - In the controller, a background refresh ([`View::refresh`]) keeps the versions and listings
+//!   within their readers' intervals and reports what changed: a binding is reconciled when a
+//!   secret it reads changed, not on every interval. What it could not check is recorded and
+//!   reported to the readers (an error in their status), and retried with backoff.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -84,8 +88,25 @@ struct State {
     names: HashMap<ReaderKey, BTreeSet<String>>,
     /// Names whose values readers are waiting for.
     pending: BTreeSet<String>,
-    /// Names whose current version changed since it was last learnt, not yet reported.
+    /// Names whose current version changed since it was last learnt, or whose check began or
+    /// stopped failing, not yet reported.
     changed: BTreeSet<String>,
+    /// Per reader: its refresh interval, and the listing filters it reads (discovery).
+    intervals: HashMap<ReaderKey, Duration>,
+    filters: HashMap<ReaderKey, BTreeSet<String>>,
+    /// Listings whose members changed (a secret came or went), or whose refresh began or
+    /// stopped failing, not yet reported.
+    changed_filters: BTreeSet<String>,
+    /// What the background refresh could not check, and why: its readers get the error (in
+    /// their status) instead of versions that may be outdated.
+    failing_names: HashMap<String, ResolveError>,
+    failing_filters: HashMap<String, ResolveError>,
+    /// Consecutive failed background refreshes, and when the next may run.
+    failures: u32,
+    next_try: Option<Instant>,
+    /// Checking by name was refused (no `secretsmanager:ListSecrets`): explicit names are read
+    /// directly, so their readers poll on their own interval.
+    listing_denied: bool,
 }
 
 impl State {
@@ -115,6 +136,46 @@ impl State {
         if !kept.is_empty() {
             self.refs.insert(reader.clone(), kept);
         }
+    }
+
+    /// Records how a check of `names` ended: a failure that begins or ends is a change for
+    /// their readers.
+    fn record_names<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a String>,
+        result: &Result<(), ResolveError>,
+    ) {
+        for n in names {
+            let flipped = match result {
+                Ok(()) => self.failing_names.remove(n).is_some(),
+                Err(e) => self.failing_names.insert(n.clone(), e.clone()).is_none(),
+            };
+            if flipped {
+                self.changed.insert(n.clone());
+            }
+        }
+    }
+
+    /// Records how a listing's refresh ended (see [`State::record_names`]).
+    fn record_filter(&mut self, filter: &str, result: &Result<(), ResolveError>) {
+        let flipped = match result {
+            Ok(()) => self.failing_filters.remove(filter).is_some(),
+            Err(e) => self
+                .failing_filters
+                .insert(filter.to_string(), e.clone())
+                .is_none(),
+        };
+        if flipped {
+            self.changed_filters.insert(filter.to_string());
+        }
+    }
+
+    /// The recorded failure of any of `names`.
+    fn failure_of(&self, names: &BTreeSet<String>) -> Option<ResolveError> {
+        names
+            .iter()
+            .find_map(|n| self.failing_names.get(n))
+            .cloned()
     }
 
     /// Records a name's current version, noting a change.
@@ -152,6 +213,85 @@ fn due_names(s: &State, names: &BTreeSet<String>, max_age: Duration) -> BTreeSet
     }
 }
 
+/// How often the controller runs the background refresh ([`View::refresh`]). A check is made
+/// at the first run where what it refreshes is at least its interval less half a tick old, so
+/// that it is never more than half a tick late.
+pub const REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// Whether something learnt `age` ago is due for the background refresh on `interval`.
+fn due(age: Duration, interval: Duration) -> bool {
+    age + REFRESH_TICK / 2 >= interval
+}
+
+/// The interval of each registered name: the shortest of its readers'.
+fn name_intervals(s: &State) -> HashMap<&str, Duration> {
+    let mut out: HashMap<&str, Duration> = HashMap::new();
+    for (reader, names) in &s.names {
+        let Some(interval) = s.intervals.get(reader) else {
+            continue;
+        };
+        for n in names {
+            out.entry(n)
+                .and_modify(|d| *d = (*d).min(*interval))
+                .or_insert(*interval);
+        }
+    }
+    out
+}
+
+/// The names the background refresh checks now: none unless a name checked before is due (its
+/// version learnt at least its interval ago); then every checked name at least half its way to
+/// due, so that one check per interval serves all. Names never checked are left to their first
+/// sync.
+fn refresh_names(s: &State) -> BTreeSet<String> {
+    let intervals = name_intervals(s);
+    let age = |n: &str| s.versions.get(n).map(|(_, at)| at.elapsed());
+    let any_due = intervals
+        .iter()
+        .any(|(n, d)| age(n).is_some_and(|a| due(a, *d)));
+    if !any_due {
+        return BTreeSet::new();
+    }
+    intervals
+        .iter()
+        .filter(|(n, d)| age(n).is_some_and(|a| a >= **d / 2))
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// The listings the background refresh makes now: those listed at least the shortest interval
+/// of their readers ago (a listing never made is left to its first reader).
+fn refresh_filters(s: &State) -> Vec<String> {
+    let mut intervals: HashMap<&str, Duration> = HashMap::new();
+    for (reader, filters) in &s.filters {
+        let Some(interval) = s.intervals.get(reader) else {
+            continue;
+        };
+        for f in filters {
+            intervals
+                .entry(f)
+                .and_modify(|d| *d = (*d).min(*interval))
+                .or_insert(*interval);
+        }
+    }
+    intervals
+        .into_iter()
+        .filter(|(f, d)| s.listings.get(*f).is_some_and(|l| due(l.at.elapsed(), *d)))
+        .map(|(f, _)| f.to_string())
+        .collect()
+}
+
+/// How long the background refresh waits after `failures` failed refreshes in a row: 1, 2, 4,
+/// then 8 s (jittered), so that recovery is seen within seconds; 5 minutes when refused by
+/// policy (that does not pass by itself).
+fn retry_delay(failures: u32, denied: bool) -> Duration {
+    if denied {
+        return Duration::from_secs(300);
+    }
+    let base = Duration::from_secs(1 << failures.saturating_sub(1).min(3));
+    base.mul_f64(0.75 + fastrand::f64() * 0.25)
+}
+
 /// The shared view of one source.
 pub struct View {
     client: Client,
@@ -162,6 +302,9 @@ pub struct View {
     check_lock: tokio::sync::Mutex<()>,
     first_sync_lock: tokio::sync::Mutex<()>,
     read_lock: tokio::sync::Mutex<()>,
+    /// A background refresh keeps versions and listings fresh: readers are served what is
+    /// known, whatever its age.
+    background: AtomicBool,
 }
 
 impl View {
@@ -179,6 +322,7 @@ impl View {
             check_lock: tokio::sync::Mutex::new(()),
             first_sync_lock: tokio::sync::Mutex::new(()),
             read_lock: tokio::sync::Mutex::new(()),
+            background: AtomicBool::new(false),
         }
     }
 
@@ -195,16 +339,38 @@ impl View {
         self.state.lock().expect("view state")
     }
 
-    /// The secrets whose names start with `filter`, listed at most `max_age` ago.
+    /// The secrets whose names start with `filter`, listed at most `max_age` ago (or, under a
+    /// background refresh, as last listed). `reader` reads the listing on its interval.
     pub async fn listing(
+        &self,
+        calls: &Calls,
+        reader: Option<&ReaderKey>,
+        filter: &str,
+        max_age: Duration,
+    ) -> Result<Arc<Vec<Listed>>, ResolveError> {
+        if let Some(r) = reader {
+            let mut s = self.state();
+            s.filters
+                .entry(r.clone())
+                .or_default()
+                .insert(filter.to_string());
+            if let Some(e) = s.failing_filters.get(filter) {
+                return Err(e.clone());
+            }
+        }
+        if let Some(l) = self.fresh_listing(filter, self.served_age(max_age)) {
+            return Ok(l);
+        }
+        self.relist(calls, filter, max_age).await
+    }
+
+    /// Lists `filter` unless a listing at most `max_age` old is there (single-flight).
+    async fn relist(
         &self,
         calls: &Calls,
         filter: &str,
         max_age: Duration,
     ) -> Result<Arc<Vec<Listed>>, ResolveError> {
-        if let Some(l) = self.fresh_listing(filter, max_age) {
-            return Ok(l);
-        }
         let lock = self
             .listing_locks
             .lock()
@@ -226,6 +392,15 @@ impl View {
         Ok(listed)
     }
 
+    /// How old what a reader asking for `max_age` is served may be: anything known, when a
+    /// background refresh keeps it fresh.
+    fn served_age(&self, max_age: Duration) -> Duration {
+        match self.background.load(Ordering::Relaxed) {
+            true => Duration::MAX,
+            false => max_age,
+        }
+    }
+
     fn fresh_listing(&self, filter: &str, max_age: Duration) -> Option<Arc<Vec<Listed>>> {
         let s = self.state();
         let l = s.listings.get(filter)?;
@@ -242,6 +417,12 @@ impl View {
         }
         let Some(prefix) = prefix else { return };
         s.prefix_sizes.insert(prefix.to_string(), listed.len());
+        let members = |l: &[Listed]| l.iter().map(|x| x.name.clone()).collect::<BTreeSet<_>>();
+        if let Some(before) = s.listings.get(prefix)
+            && members(&before.secrets) != members(listed)
+        {
+            s.changed_filters.insert(prefix.to_string());
+        }
         s.listings.insert(
             prefix.to_string(),
             Listing {
@@ -263,8 +444,8 @@ impl View {
     }
 
     /// The current version of each of `names` (None: no such secret), learnt at most `max_age`
-    /// ago. One check serves every reader: names of all readers that are due are checked
-    /// together.
+    /// ago (or, under a background refresh, as last learnt). One check serves every reader:
+    /// names of all readers that are due are checked together.
     pub async fn versions(
         &self,
         calls: &Calls,
@@ -272,8 +453,14 @@ impl View {
         names: &BTreeSet<String>,
         max_age: Duration,
     ) -> Result<BTreeMap<String, Option<String>>, ResolveError> {
-        self.state().names.insert(reader.clone(), names.clone());
-        if let Some(v) = self.known_versions(names, max_age) {
+        {
+            let mut s = self.state();
+            s.names.insert(reader.clone(), names.clone());
+            if let Some(e) = s.failure_of(names) {
+                return Err(e);
+            }
+        }
+        if let Some(v) = self.known_versions(names, self.served_age(max_age)) {
             return Ok(v);
         }
         // First syncs check their new names among themselves: they never wait behind a
@@ -299,11 +486,33 @@ impl View {
         if let Some(v) = self.known_versions(names, max_age) {
             return Ok(v);
         }
-        let (due, sizes) = {
-            let s = self.state();
-            (due_names(&s, names, max_age), s.prefix_sizes.clone())
-        };
-        for check in plan_checks(&due, &sizes) {
+        let due = due_names(&self.state(), names, max_age);
+        self.check(calls, &due).await?;
+        // The names are readable again: a failure the background refresh recorded ends.
+        self.state().record_names(due.iter(), &Ok(()));
+        let s = self.state();
+        Ok(names
+            .iter()
+            .map(|n| (n.clone(), s.versions.get(n).and_then(|(v, _)| v.clone())))
+            .collect())
+    }
+
+    /// Learns the current versions of `names`, each set the cheaper way ([`plan_checks`]).
+    async fn check(&self, calls: &Calls, names: &BTreeSet<String>) -> Result<(), ResolveError> {
+        let sizes = self.state().prefix_sizes.clone();
+        let result = self.check_planned(calls, names, &sizes).await;
+        let denied = matches!(result, Err(ResolveError::Denied { .. }));
+        self.state().listing_denied = denied;
+        result
+    }
+
+    async fn check_planned(
+        &self,
+        calls: &Calls,
+        names: &BTreeSet<String>,
+        sizes: &HashMap<String, usize>,
+    ) -> Result<(), ResolveError> {
+        for check in plan_checks(names, sizes) {
             match check {
                 Check::Prefix(p, names) => {
                     // A prefix of unknown size is listed only as long as that stays cheaper
@@ -321,11 +530,58 @@ impl View {
                 Check::Names(chunk) => self.check_names(calls, &chunk).await?,
             }
         }
-        let s = self.state();
-        Ok(names
-            .iter()
-            .map(|n| (n.clone(), s.versions.get(n).and_then(|(v, _)| v.clone())))
-            .collect())
+        Ok(())
+    }
+
+    /// The background refresh: checks the names and relists the listings that are due (see
+    /// [`refresh_names`], [`refresh_filters`]). What fails is recorded for its readers and
+    /// retried with backoff ([`retry_delay`]); its readers are told when it starts and stops
+    /// failing ([`View::take_changed`], [`View::take_woken`]).
+    pub async fn refresh(&self, calls: &Calls) {
+        self.background.store(true, Ordering::Relaxed);
+        let (names, filters) = {
+            let s = self.state();
+            if s.next_try.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+            (refresh_names(&s), refresh_filters(&s))
+        };
+        let mut failed = None;
+        if !names.is_empty() {
+            let _flight = self.check_lock.lock().await;
+            let result = self.check(calls, &names).await;
+            self.state().record_names(names.iter(), &result);
+            failed = result.err();
+        }
+        for f in &filters {
+            let result = self.relist(calls, f, Duration::ZERO).await.map(|_| ());
+            self.state().record_filter(f, &result);
+            failed = failed.or(result.err());
+        }
+        let mut s = self.state();
+        match failed {
+            None => {
+                s.failures = 0;
+                s.next_try = None;
+            }
+            Some(e) => {
+                s.failures += 1;
+                let denied = matches!(e, ResolveError::Denied { .. });
+                s.next_try = Some(Instant::now() + retry_delay(s.failures, denied));
+            }
+        }
+    }
+
+    /// Whether checking by name was refused at the last check: explicit names are then read
+    /// directly, and their readers poll on their own interval.
+    pub fn listing_denied(&self) -> bool {
+        self.state().listing_denied
+    }
+
+    /// Registers a reader's refresh interval (the background refresh keeps what it reads at
+    /// most that old).
+    pub fn set_interval(&self, reader: &ReaderKey, interval: Duration) {
+        self.state().intervals.insert(reader.clone(), interval);
     }
 
     /// Lists a prefix for a version check, in at most `max_pages` pages: false (and the prefix
@@ -474,6 +730,15 @@ impl View {
         let mut s = self.state();
         s.release(reader, &HashSet::new());
         s.names.remove(reader);
+        s.intervals.remove(reader);
+        if let Some(gone) = s.filters.remove(reader) {
+            let used: HashSet<&String> = s.filters.values().flatten().collect();
+            let unused: Vec<String> = gone.into_iter().filter(|f| !used.contains(f)).collect();
+            for f in unused {
+                s.listings.remove(&f);
+                s.failing_filters.remove(&f);
+            }
+        }
         let names: HashSet<String> = s.names.values().flatten().cloned().collect();
         let listed: HashSet<String> = s
             .listings
@@ -482,6 +747,7 @@ impl View {
             .collect();
         s.versions
             .retain(|n, _| names.contains(n) || listed.contains(n));
+        s.failing_names.retain(|n, _| names.contains(n));
     }
 
     /// Records what a direct check (an event's) found, so that readers see it without waiting
@@ -524,9 +790,25 @@ impl View {
         membership
     }
 
-    /// Names whose version changed since the last call (a listing or check found it).
+    /// Names whose version changed since the last call (a listing or check found it), or whose
+    /// check began or stopped failing.
     pub fn take_changed(&self) -> BTreeSet<String> {
         std::mem::take(&mut self.state().changed)
+    }
+
+    /// Readers of the listings whose members changed since the last call, or whose refresh
+    /// began or stopped failing.
+    pub fn take_woken(&self) -> BTreeSet<ReaderKey> {
+        let mut s = self.state();
+        let filters = std::mem::take(&mut s.changed_filters);
+        if filters.is_empty() {
+            return BTreeSet::new();
+        }
+        s.filters
+            .iter()
+            .filter(|(_, fs)| fs.iter().any(|f| filters.contains(f)))
+            .map(|(r, _)| r.clone())
+            .collect()
     }
 
     /// Sizes of the caches: (listings, versions, values).
@@ -542,6 +824,120 @@ mod tests {
 
     fn set(names: &[String]) -> BTreeSet<String> {
         names.iter().cloned().collect()
+    }
+
+    fn reader(name: &str) -> ReaderKey {
+        ("ns".into(), name.into())
+    }
+
+    #[test]
+    fn the_background_refresh_checks_due_names_with_their_half_due_companions() {
+        let mut s = State::default();
+        let now = Instant::now();
+        let aged = |secs| (Some("v".to_string()), now - Duration::from_secs(secs));
+        for (name, interval) in [("a", 20), ("b", 20), ("c", 20), ("d", 60)] {
+            s.intervals
+                .insert(reader(name), Duration::from_secs(interval));
+            s.names.insert(reader(name), set(&[format!("p/{name}")]));
+        }
+        // A second reader of p/d with a shorter interval: p/d is due on that one.
+        s.intervals.insert(reader("d2"), Duration::from_secs(20));
+        s.names.insert(reader("d2"), set(&["p/d".to_string()]));
+        s.versions.insert("p/a".into(), aged(15));
+        s.versions.insert("p/b".into(), aged(5));
+        s.versions.insert("p/d".into(), aged(12));
+        // p/c was never checked: its first sync does that. Nothing is due yet.
+        assert!(refresh_names(&s).is_empty());
+        s.versions.insert("p/a".into(), aged(21));
+        // p/a is due; p/d (12 s of 20) comes along; p/b (5 s) and p/c (never) do not.
+        assert_eq!(
+            refresh_names(&s),
+            set(&["p/a".to_string(), "p/d".to_string()])
+        );
+    }
+
+    #[test]
+    fn a_listing_is_due_on_its_shortest_readers_interval() {
+        let mut s = State::default();
+        let now = Instant::now();
+        let listing = |secs| Listing {
+            at: now - Duration::from_secs(secs),
+            secrets: Arc::new(vec![]),
+        };
+        s.intervals.insert(reader("slow"), Duration::from_secs(60));
+        s.intervals.insert(reader("fast"), Duration::from_secs(20));
+        s.filters
+            .insert(reader("slow"), set(&["x/".to_string(), "y/".to_string()]));
+        s.filters.insert(reader("fast"), set(&["y/".to_string()]));
+        s.filters.insert(reader("new"), set(&["z/".to_string()]));
+        s.listings.insert("x/".into(), listing(30));
+        s.listings.insert("y/".into(), listing(30));
+        // x/ waits for its only reader's 60 s; z/ has never been listed (its reader lists it).
+        assert_eq!(refresh_filters(&s), ["y/".to_string()]);
+    }
+
+    #[test]
+    fn a_failure_is_a_change_when_it_begins_and_when_it_ends() {
+        let mut s = State::default();
+        let names = set(&["a".to_string(), "b".to_string()]);
+        let err = Err(ResolveError::Call {
+            operation: "ListSecrets",
+            message: "timeout".into(),
+        });
+        s.record_names(names.iter(), &err);
+        assert_eq!(std::mem::take(&mut s.changed), names);
+        assert!(s.failure_of(&set(&["b".to_string()])).is_some());
+        s.record_names(names.iter(), &err);
+        assert!(s.changed.is_empty(), "still failing is no news");
+        s.record_names(names.iter(), &Ok(()));
+        assert_eq!(std::mem::take(&mut s.changed), names);
+        assert!(s.failure_of(&names).is_none());
+        s.record_filter("p/", &err);
+        s.record_filter("p/", &Ok(()));
+        assert_eq!(s.changed_filters, set(&["p/".to_string()]));
+    }
+
+    #[test]
+    fn retries_after_failures_stay_within_seconds_unless_refused() {
+        assert!(retry_delay(1, false) <= Duration::from_secs(1));
+        assert!(retry_delay(3, false) >= Duration::from_secs(3));
+        assert!(retry_delay(30, false) <= Duration::from_secs(8));
+        assert_eq!(retry_delay(1, true), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn readers_of_a_listing_are_woken_when_its_members_change() {
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        let view = View::new(
+            Client::from_conf(conf),
+            TokenBucket::new(super::super::RateLimit::default()),
+            Default::default(),
+        );
+        {
+            let mut s = view.state();
+            s.filters.insert(reader("a"), set(&["p/".to_string()]));
+            s.filters.insert(reader("b"), set(&["q/".to_string()]));
+        }
+        let listed = |names: &[&str]| {
+            Arc::new(
+                names
+                    .iter()
+                    .map(|n| Listed {
+                        name: n.to_string(),
+                        current_version: Some("v1".into()),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        view.learn(Some("p/"), &listed(&["p/x"]));
+        assert!(view.take_woken().is_empty(), "a first listing is no change");
+        view.learn(Some("p/"), &listed(&["p/x"]));
+        assert!(view.take_woken().is_empty());
+        view.learn(Some("p/"), &listed(&["p/x", "p/y"]));
+        assert_eq!(view.take_woken(), BTreeSet::from([reader("a")]));
+        assert!(view.take_woken().is_empty());
     }
 
     #[test]

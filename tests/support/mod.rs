@@ -291,6 +291,20 @@ impl Operator {
             .unwrap_or(0.0)
     }
 
+    /// The sum of every series of a metric family whose labels contain `labels` (e.g.
+    /// `namespace="x"`).
+    pub fn metric_sum(&self, family: &str, labels: &str) -> f64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(family)?;
+                let (series, value) = rest.rsplit_once(' ')?;
+                (series.starts_with('{') && series.contains(labels)).then_some(value)
+            })
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
     /// Waits until the operator has made no Deployment write for longer than its debounce.
     pub async fn quiet(&self) {
         let series = "airflow_secrets_workload_writes_total";
