@@ -82,7 +82,7 @@ latency() { # bindings-file secrets-file
 }
 versions() { k -n "$1" get secrets -l app.kubernetes.io/managed-by=airflow-secrets-operator \
   -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.resourceVersion}{"\n"}{end}' | sort; }
-reconciled() { curl -s "http://127.0.0.1:$port/metrics" | grep -c '^airflow_secrets_reconcile_duration_seconds_count{' || true; }
+reconciled() { curl -s "http://127.0.0.1:$port/metrics" | grep -c '^airflow_secrets_reconciles_total{' || true; }
 start_operator() { # namespace
   KUBECONFIG=$ASO_OPERATOR_KUBECONFIG RUST_LOG=info "$bin" run --namespace "$1" \
     --http-address "127.0.0.1:$port" >>"$state/$1.log" 2>&1 &

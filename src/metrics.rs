@@ -42,7 +42,11 @@ pub struct EventLabels {
 /// Every metric of the operator.
 pub struct Metrics {
     pub registry: Registry,
-    pub reconcile_duration: Family<BindingLabels, Histogram>,
+    /// Reconciles of all bindings (per-binding histograms would dominate the memory of an
+    /// operator with thousands of bindings).
+    pub reconcile_duration: Histogram,
+    /// Reconciles per binding.
+    pub reconciles: Family<BindingLabels, Counter>,
     pub reconcile_errors: Family<BindingLabels, Counter>,
     pub entries: Family<EntryLabels, Gauge>,
     pub rollouts: Family<BindingLabels, Counter>,
@@ -72,13 +76,17 @@ impl Metrics {
             "Bytes of secret values received from Secrets Manager",
             value_bytes,
         );
-        let reconcile_duration = Family::<BindingLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.005, 2.0, 14))
-        });
+        let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register(
             "reconcile_duration_seconds",
-            "Duration of one reconcile",
+            "Duration of one reconcile (all bindings)",
             reconcile_duration.clone(),
+        );
+        let reconciles = Family::default();
+        registry.register(
+            "reconciles",
+            "Reconciles of each binding",
+            reconciles.clone(),
         );
         let reconcile_errors = Family::default();
         registry.register(
@@ -135,6 +143,7 @@ impl Metrics {
             event_to_rollout,
             workload_writes,
             reconcile_duration,
+            reconciles,
             reconcile_errors,
             entries,
             rollouts,
@@ -144,7 +153,7 @@ impl Metrics {
 
     /// Removes the series of a deleted binding.
     pub fn forget(&self, binding: &BindingLabels) {
-        self.reconcile_duration.remove(binding);
+        self.reconciles.remove(binding);
         self.reconcile_errors.remove(binding);
         self.rollouts.remove(binding);
         self.conflicts.remove(binding);

@@ -299,7 +299,7 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
     let writes = "airflow_secrets_workload_writes_total";
     let reconciles = || {
         op.metric_sum(
-            "airflow_secrets_reconcile_duration_seconds_count",
+            "airflow_secrets_reconciles_total",
             &format!(r#"namespace="{ns}""#),
         )
     };
@@ -684,9 +684,8 @@ async fn a_restart_reads_only_what_the_secrets_do_not_hold_and_writes_nothing() 
     let op = Operator::start(&ns);
     for n in &names {
         // Reconciled (an idle check does not move lastSyncTime, so the metric tells).
-        let series = format!(
-            r#"airflow_secrets_reconcile_duration_seconds_count{{namespace="{ns}",binding="{n}"}}"#
-        );
+        let series =
+            format!(r#"airflow_secrets_reconciles_total{{namespace="{ns}",binding="{n}"}}"#);
         eventually(&format!("{n} reconciled after the restart"), T, || async {
             (op.metric(&series) >= 1.0).then_some(())
         })

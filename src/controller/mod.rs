@@ -413,8 +413,8 @@ async fn reconcile_binding(
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
         .reconcile_duration
-        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
     result
 }
 
