@@ -183,14 +183,17 @@ where
                 Event::InitApply(obj)
             }
             Event::InitDone => {
-                let seen = self.relisting[i].take().unwrap_or_default();
-                let ns = self.namespaces[i].as_str();
-                for gone in self.store.state_filter(|o| {
-                    Lookup::namespace(o).as_deref() == Some(ns)
-                        && !Lookup::name(o).is_some_and(|n| seen.contains(n.as_ref()))
-                }) {
-                    self.writer
-                        .apply_watcher_event(&Event::Delete((*gone).clone()));
+                // A watcher always starts a listing with Init; without one, nothing is known to
+                // be gone.
+                if let Some(seen) = self.relisting[i].take() {
+                    let ns = self.namespaces[i].as_str();
+                    for gone in self.store.state_filter(|o| {
+                        Lookup::namespace(o).as_deref() == Some(ns)
+                            && !Lookup::name(o).is_some_and(|n| seen.contains(n.as_ref()))
+                    }) {
+                        self.writer
+                            .apply_watcher_event(&Event::Delete((*gone).clone()));
+                    }
                 }
                 self.listed[i] = true;
                 if !self.ready && self.listed.iter().all(|l| *l) {
