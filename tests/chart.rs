@@ -1150,6 +1150,58 @@ async fn view_and_edit_read_bindings_only_admin_authors_them() {
         assert!(!can("bob", verb), "edit may not {verb} bindings");
         assert!(can("carol", verb), "admin may {verb} bindings");
     }
+    // The request itself, not only the review: edit is refused, admin creates.
+    let binding = json!({
+        "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+        "metadata": {"name": "by-a-user", "namespace": ns},
+        "spec": {"variables": [{"key": "v", "secretId": "v"}], "target": {"injection": "SecretOnly"}}
+    });
+    let create_as = |user: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&kubectl)
+            .args(["create", "-f", "-", "--as", user])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = binding.to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = create_as("bob");
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("forbidden"),
+        "{refused:?}"
+    );
+    let created = create_as("carol");
+    assert!(created.status.success(), "{created:?}");
+    // Authorship granted deliberately: edit plus the author role, as docs/reference.md says.
+    let author = format!("{release}-airflow-secrets-operator-author");
+    for (name, role) in [("dave", "edit"), ("dave-author", author.as_str())] {
+        run(
+            &kubectl,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                name,
+                "--clusterrole",
+                role,
+                "--user",
+                "dave",
+            ],
+        );
+    }
+    for verb in ["create", "patch", "delete"] {
+        assert!(can("dave", verb), "edit + author may {verb} bindings");
+    }
     run(
         &ground_var("ASO_HELM"),
         &["uninstall", &release, "--namespace", &ns, "--wait"],
