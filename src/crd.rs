@@ -58,8 +58,53 @@ pub fn reference_markdown() -> String {
         let node = &schema["properties"][top];
         walk(node, top, &mut out);
     }
+    out.push_str(OPERATING);
     out
 }
+
+/// What the reference says beyond the schema: who may write bindings, which namespaces are
+/// watched, and how a new version of the CRD reaches a cluster.
+const OPERATING: &str = "
+## Who may read and write bindings
+
+The chart ships two ClusterRoles (`userRoles.create`, on by default), aggregated into Kubernetes'
+default roles (`<fullname>` is the release name, followed by `-airflow-secrets-operator` unless it
+already contains that):
+
+| ClusterRole | verbs on `airflowsecretbindings` | aggregated into |
+|---|---|---|
+| `<fullname>-view` | get, list, watch (and the `status` subresource) | `view`, `edit`, `admin` |
+| `<fullname>-author` | get, list, watch, create, update, patch, delete, deletecollection | `admin` only |
+
+A binding makes the operator read Secrets Manager with its own identity and patch the namespace's
+Deployments, so `edit` does not include authoring: a user bound to `view` or `edit` in a namespace
+may read its bindings but not create them; one bound to `admin` may. Grant `<fullname>-author`
+with a RoleBinding where `admin` is too much:
+`kubectl -n <namespace> create rolebinding asb-authors --clusterrole <fullname>-author --user <user>`.
+
+## Watched namespaces
+
+`watchNamespaces: [a, b]` in the chart (`--namespaces a,b` or `WATCH_NAMESPACES=a,b` for the
+binary) limits the operator to the bindings, Deployments and Secrets of those namespaces and
+gives it a Role and RoleBinding in each instead of a ClusterRole and ClusterRoleBinding; the
+namespaces must exist before the install. Empty: every namespace. A binding in any other
+namespace is never reconciled and gets no status. The leader-election Lease stays in the release
+namespace.
+
+## Upgrading the CRD
+
+Helm creates the CRD from the chart's `crds/` at the first install and never upgrades it. Apply
+a new version's CRD before upgrading the release, with a server-side apply that takes over the
+fields Helm wrote:
+
+```sh
+kubectl apply --server-side --force-conflicts -f crds/
+# or, with the new binary or image:
+airflow-secrets-operator crd | kubectl apply --server-side --force-conflicts -f -
+```
+
+Stored bindings are not rewritten; fields the new version adds read as their defaults.
+";
 
 fn walk(node: &Value, path: &str, out: &mut String) {
     let Some(props) = node["properties"].as_object() else {

@@ -17,7 +17,16 @@ struct Cli {
 enum Command {
     /// Run the controller against the current kubeconfig or the in-cluster config.
     Run {
-        /// Watch only this namespace (default: all namespaces).
+        /// Watch only these namespaces, comma-separated (default: all namespaces). The operator
+        /// then needs its rights in these namespaces only.
+        #[arg(
+            long,
+            env = "WATCH_NAMESPACES",
+            value_delimiter = ',',
+            conflicts_with = "namespace"
+        )]
+        namespaces: Vec<String>,
+        /// Watch only this namespace (`--namespaces` with one name).
         #[arg(long, env = "WATCH_NAMESPACE")]
         namespace: Option<String>,
         /// Address of /healthz, /readyz and /metrics.
@@ -142,6 +151,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run {
+            namespaces,
             namespace,
             http_address,
             log_format,
@@ -173,8 +183,11 @@ fn main() -> ExitCode {
                     role_arn: non_empty(sqs_role_arn),
                 }
             });
+            let scope = airflow_secrets_operator::controller::Scope::new(
+                namespaces.into_iter().chain(namespace),
+            );
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(namespace, http_address, lease, limit, events)) {
+            match runtime.block_on(run(scope, http_address, lease, limit, events)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -255,7 +268,7 @@ struct Lease {
 }
 
 async fn run(
-    namespace: Option<String>,
+    scope: airflow_secrets_operator::controller::Scope,
     http_address: std::net::SocketAddr,
     lease: Option<Lease>,
     limit: airflow_secrets_operator::secretsmanager::RateLimit,
@@ -272,7 +285,7 @@ async fn run(
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));
     // Ready once the binding API can be listed; a replica waiting for the Lease is ready too (a
     // rolling update must be able to proceed), it only does not reconcile.
-    controller::ensure_crd(&client, namespace.as_deref()).await?;
+    controller::ensure_crd(&client, &scope).await?;
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // With leader election, reconcile only while holding the Lease; losing it ends the process
@@ -313,12 +326,12 @@ async fn run(
         }
     };
     tracing::info!(
-        namespace = namespace.as_deref().unwrap_or("<all>"),
+        namespaces = %scope,
         "starting controller"
     );
     tokio::select! {
         // The event consumer runs inside: only on the leader, like the controllers.
-        r = controller::run(client, secrets_manager, metrics, namespace, events) => r,
+        r = controller::run(client, secrets_manager, metrics, scope, events) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads")),
     }

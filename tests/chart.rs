@@ -13,6 +13,8 @@ use airflow_secrets_operator::metrics::{BindingLabels, CallLabels, Calls, EntryL
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
@@ -348,9 +350,54 @@ fn rbac_is_exactly_what_the_controller_calls() {
     );
     let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
-        env(c, "WATCH_NAMESPACE").unwrap()["value"],
+        env(c, "WATCH_NAMESPACES").unwrap()["value"],
         "airflow-agents"
     );
+
+    // A list of namespaces (watchNamespace adds to it): a Role and RoleBinding in each, the
+    // same rules, nothing cluster-wide, WATCH_NAMESPACES sorted and without duplicates.
+    let objects = render(
+        "aso",
+        &[
+            "--namespace",
+            "ops",
+            "--set",
+            "watchNamespaces={team-b,team-a},watchNamespace=team-c",
+        ],
+    );
+    let objects = without_leader_election(objects);
+    let rendered = kinds(&objects);
+    assert!(
+        !rendered.contains("ClusterRole") && !rendered.contains("ClusterRoleBinding"),
+        "{rendered:?}"
+    );
+    let roles = of_kind(&objects, "Role");
+    let bindings = of_kind(&objects, "RoleBinding");
+    let in_ns = |objs: &[&Value]| -> Vec<String> {
+        objs.iter()
+            .map(|o| o["metadata"]["namespace"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(in_ns(&roles), ["team-a", "team-b", "team-c"]);
+    assert_eq!(in_ns(&bindings), ["team-a", "team-b", "team-c"]);
+    for (role, binding) in roles.iter().zip(&bindings) {
+        assert_eq!(granted(role), needed_rules(), "{}", role["metadata"]);
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ops"}])
+        );
+    }
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        env(c, "WATCH_NAMESPACES").unwrap()["value"],
+        "team-a,team-b,team-c"
+    );
+    let objects = render("aso", &["--set", "watchNamespaces={a,b},watchNamespace=a"]);
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "WATCH_NAMESPACES").unwrap()["value"], "a,b");
+    assert_eq!(of_kind(&without_leader_election(objects), "Role").len(), 2);
 
     // The optional objects bring no permission of their own.
     for set in [
@@ -687,6 +734,10 @@ fn schema_rejects_bad_values() {
         ("logFormat=xml", "'/logFormat'"),
         ("image.tags=v1", "additional properties 'tags' not allowed"),
         ("watchNamespace=Not_A_Namespace", "'/watchNamespace'"),
+        (
+            "watchNamespaces={a,Not_A_Namespace}",
+            "'/watchNamespaces/1'",
+        ),
         ("events.sqs.queueUrl=not-a-url", "'/events/sqs/queueUrl'"),
         (
             "events.sqs.queue=x",
@@ -734,6 +785,7 @@ async fn rendered_manifests_pass_server_side_dry_run() {
     for extra in [
         &["--set", "grafanaDashboard.enabled=true"][..],
         &["--set", &format!("watchNamespace={ns}")][..],
+        &["--set", &format!("watchNamespaces={{{ns},default}}")][..],
         &["--set", "replicaCount=2,networkPolicy.enabled=true"][..],
     ] {
         let mut args = vec!["--namespace", ns.as_str()];
@@ -917,10 +969,34 @@ async fn helm_install_cluster_wide_runs_restricted_with_least_privilege() {
     let client = client().await;
     let ns = restricted_namespace(&client, "chart-install").await;
     let release = format!("aso-{}", ns.rsplit('-').next().unwrap());
-    helm_install(&release, &ns, &[]);
+    helm_install(
+        &release,
+        &ns,
+        &["--set", "replicaCount=2,networkPolicy.enabled=true"],
+    );
 
     let pod = running_pod(&client, &ns, &release).await;
     let spec = pod.spec.unwrap();
+    // The budget is installed and the disruption controller counts both replicas under it.
+    let name = format!("{release}-airflow-secrets-operator");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns);
+    eventually(
+        "the PodDisruptionBudget covering both replicas",
+        Duration::from_secs(60),
+        || async {
+            let status = pdbs.get(&name).await.ok()?.status?;
+            (status.expected_pods == 2 && status.disruptions_allowed == 1).then_some(())
+        },
+    )
+    .await;
+    let policy = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+        .get(&name)
+        .await
+        .expect("the NetworkPolicy is installed");
+    assert_eq!(
+        policy.spec.unwrap().policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
     assert_eq!(
         spec.containers[0].image.as_deref(),
         Some(format!("example.invalid/aso:{}", app_version()).as_str())
@@ -961,15 +1037,17 @@ async fn helm_install_cluster_wide_runs_restricted_with_least_privilege() {
 }
 
 #[tokio::test]
-async fn helm_install_for_one_namespace_grants_only_there() {
+async fn helm_install_for_listed_namespaces_grants_only_there() {
     let client = client().await;
     let ns = restricted_namespace(&client, "chart-install-ns").await;
-    let agents = namespace(&client, "chart-agents").await;
+    let a = namespace(&client, "chart-agents-a").await;
+    let b = namespace(&client, "chart-agents-b").await;
+    let other = namespace(&client, "chart-agents-other").await;
     let release = format!("aso-{}", ns.rsplit('-').next().unwrap());
     helm_install(
         &release,
         &ns,
-        &["--set", &format!("watchNamespace={agents}")],
+        &["--set", &format!("watchNamespaces={{{b},{a}}}")],
     );
 
     let pod = running_pod(&client, &ns, &release).await;
@@ -978,13 +1056,17 @@ async fn helm_install_for_one_namespace_grants_only_there() {
         .env
         .iter()
         .flatten()
-        .find(|e| e.name == "WATCH_NAMESPACE")
+        .find(|e| e.name == "WATCH_NAMESPACES")
         .and_then(|e| e.value.clone());
-    assert_eq!(watch.as_deref(), Some(agents.as_str()));
+    let mut listed = [a.clone(), b.clone()];
+    listed.sort();
+    assert_eq!(watch, Some(listed.join(",")));
 
     let objects = render(&release, &["--namespace", &ns]);
     let user = service_account_user(&objects, &ns);
-    assert_permissions(&client, &user, &agents, true).await;
+    assert_permissions(&client, &user, &a, true).await;
+    assert_permissions(&client, &user, &b, true).await;
+    assert_permissions(&client, &user, &other, false).await;
     assert_permissions(&client, &user, &ns, false).await;
     assert_permissions(&client, &user, "default", false).await;
 
@@ -992,8 +1074,10 @@ async fn helm_install_for_one_namespace_grants_only_there() {
         &ground_var("ASO_HELM"),
         &["uninstall", &release, "--namespace", &ns, "--wait"],
     );
-    delete_namespace(&client, &ns).await;
-    delete_namespace(&client, &agents).await;
+    assert_permissions(&client, &user, &a, false).await;
+    for n in [&ns, &a, &b, &other] {
+        delete_namespace(&client, n).await;
+    }
 }
 
 /// The rendered objects without the leader-election Role and RoleBinding (checked on their own).
@@ -1066,6 +1150,58 @@ async fn view_and_edit_read_bindings_only_admin_authors_them() {
         assert!(!can("alice", verb), "view may not {verb} bindings");
         assert!(!can("bob", verb), "edit may not {verb} bindings");
         assert!(can("carol", verb), "admin may {verb} bindings");
+    }
+    // The request itself, not only the review: edit is refused, admin creates.
+    let binding = json!({
+        "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+        "metadata": {"name": "by-a-user", "namespace": ns},
+        "spec": {"variables": [{"key": "v", "secretId": "v"}], "target": {"injection": "SecretOnly"}}
+    });
+    let create_as = |user: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(&kubectl)
+            .args(["create", "-f", "-", "--as", user])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input = binding.to_string();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let refused = create_as("bob");
+    assert!(
+        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("forbidden"),
+        "{refused:?}"
+    );
+    let created = create_as("carol");
+    assert!(created.status.success(), "{created:?}");
+    // Authorship granted deliberately: edit plus the author role, as docs/reference.md says.
+    let author = format!("{release}-airflow-secrets-operator-author");
+    for (name, role) in [("dave", "edit"), ("dave-author", author.as_str())] {
+        run(
+            &kubectl,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                name,
+                "--clusterrole",
+                role,
+                "--user",
+                "dave",
+            ],
+        );
+    }
+    for verb in ["create", "patch", "delete"] {
+        assert!(can("dave", verb), "edit + author may {verb} bindings");
     }
     run(
         &ground_var("ASO_HELM"),

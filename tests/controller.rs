@@ -975,3 +975,143 @@ async fn with_leader_election_one_replica_reconciles_and_another_takes_over() {
     assert_eq!(holder, "second");
     delete_namespace(&client, &ns).await;
 }
+
+/// `--namespaces a,b` of three namespaces, with the chart's RBAC rendered for exactly those two
+/// (a Role in each, nothing cluster-wide): the bindings, Deployments and Secrets of a and b are
+/// reconciled, before and after the start, and c is never touched nor asked about.
+#[tokio::test]
+async fn a_list_of_namespaces_is_watched_with_roles_there_only() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ops = namespace(&client, "ctl-scope-ops").await;
+    let (a, b, c) = (
+        namespace(&client, "ctl-scope-a").await,
+        namespace(&client, "ctl-scope-b").await,
+        namespace(&client, "ctl-scope-c").await,
+    );
+    let release = format!("aso-{}", ops.rsplit('-').next().unwrap());
+    let chart = repo_root().join("charts/airflow-secrets-operator");
+    run(
+        &ground_var("ASO_HELM"),
+        &[
+            "install",
+            &release,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &ops,
+            "--set",
+            "image.repository=example.invalid/aso,userRoles.create=false,leaderElection.enabled=false",
+            "--set",
+            &format!("watchNamespaces={{{a},{b}}}"),
+            "--timeout",
+            "60s",
+        ],
+    );
+    let kubeconfig = impersonating_kubeconfig(&ops, &format!("{release}-airflow-secrets-operator"));
+
+    let sm = secrets_manager().await;
+    let p = format!("ctl-scope-{ops}");
+    put_secret(&sm, &format!("{p}/v"), "scoped-value").await;
+    let binding = |name: &str| {
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "variables": [{"key": "v", "secretId": format!("{p}/v")}],
+                "target": {"workloads": {"names": ["worker"]}}
+            }
+        })
+    };
+    // c's binding first: were c watched, it would be listed together with the others.
+    for ns in [&c, &a, &b] {
+        create_plain_deployment(&client, ns, "worker").await;
+        apply_binding(&client, ns, binding("agents")).await;
+    }
+
+    // A namespace outside the Roles is refused at start, naming it.
+    let mut refused = Operator::start_in(&[&a, &c], &kubeconfig);
+    let status = refused
+        .exit_within(T)
+        .await
+        .expect("the operator exits when it may not list a watched namespace");
+    assert!(!status.success());
+    assert!(
+        refused
+            .logs()
+            .contains(&format!("cannot list AirflowSecretBindings in {c}")),
+        "{}",
+        refused.logs()
+    );
+
+    let op = Operator::start_in(&[&b, &a], &kubeconfig);
+    for ns in [&a, &b] {
+        let data = eventually(&format!("the managed Secret in {ns}"), T, || {
+            secret_text(&client, ns, "agents-airflow")
+        })
+        .await;
+        assert_eq!(data["AIRFLOW_VAR_V"], "scoped-value");
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        eventually(&format!("the worker in {ns} injected"), T, || async {
+            let d = deployments.get("worker").await.ok()?;
+            (env_refs(&d, "worker").len() == 1).then_some(())
+        })
+        .await;
+        eventually(&format!("Ready in {ns}"), T, || async {
+            let (s, _) = ready_reason(&client, ns, "agents").await?;
+            (s == "True").then_some(())
+        })
+        .await;
+    }
+    // Both namespaces' watches deliver changes after the start.
+    apply_binding(&client, &b, binding("late")).await;
+    eventually("a binding created later in b", T, || {
+        secret_text(&client, &b, "late-airflow")
+    })
+    .await;
+    Api::<AirflowSecretBinding>::namespaced(client.clone(), &a)
+        .delete("agents", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the binding in a released", T, || async {
+        let d = Api::<Deployment>::namespaced(client.clone(), &a)
+            .get("worker")
+            .await
+            .ok()?;
+        let gone = secret_text(&client, &a, "agents-airflow").await.is_none();
+        (gone && env_refs(&d, "worker").is_empty()).then_some(())
+    })
+    .await;
+    op.quiet().await;
+
+    // c: no finalizer, no status, no Secret, no env.
+    let untouched = Api::<AirflowSecretBinding>::namespaced(client.clone(), &c)
+        .get("agents")
+        .await
+        .unwrap();
+    assert!(untouched.finalizers().is_empty(), "{untouched:?}");
+    assert!(untouched.status.is_none(), "{untouched:?}");
+    assert!(secret_text(&client, &c, "agents-airflow").await.is_none());
+    let d = Api::<Deployment>::namespaced(client.clone(), &c)
+        .get("worker")
+        .await
+        .unwrap();
+    assert!(env_refs(&d, "worker").is_empty());
+    let logs = op.stop();
+    assert!(
+        logs.contains(&format!("{a},{b}")),
+        "the scope is logged, sorted"
+    );
+    assert!(
+        !logs.to_lowercase().contains("forbidden"),
+        "asked for something outside its Roles:\n{logs}"
+    );
+
+    run(
+        &ground_var("ASO_HELM"),
+        &["uninstall", &release, "--namespace", &ops, "--wait"],
+    );
+    let _ = std::fs::remove_file(&kubeconfig);
+    for ns in [&ops, &a, &b, &c] {
+        delete_namespace(&client, ns).await;
+    }
+}

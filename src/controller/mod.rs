@@ -13,6 +13,7 @@
 pub mod binding;
 pub mod index;
 pub mod labelled;
+pub mod scope;
 pub mod workload;
 
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use tracing::{info, warn};
 pub use crate::plan::status::reason;
 pub use crate::plan::workload::FIELD_MANAGER as MANAGER;
 pub use binding::{BINDING_LABEL, FORCE_SYNC_ANNOTATION, HASH_ANNOTATION, secret_name};
+pub use scope::Scope;
 
 use crate::api::AirflowSecretBinding;
 use crate::metrics::Metrics;
@@ -124,26 +126,18 @@ impl Context {
     }
 }
 
-/// Fails, saying what to do, when the binding API cannot be listed (CRD missing, no rights).
-pub async fn ensure_crd(client: &Client, namespace: Option<&str>) -> anyhow::Result<()> {
-    let bindings: Api<AirflowSecretBinding> = scoped(client, namespace);
-    if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
-        anyhow::bail!(
-            "cannot list AirflowSecretBindings ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`)?"
-        );
+/// Fails, saying what to do, when the binding API cannot be listed (CRD missing, no rights) in
+/// a namespace of the scope.
+pub async fn ensure_crd(client: &Client, scope: &Scope) -> anyhow::Result<()> {
+    for bindings in scope.apis::<AirflowSecretBinding>(client) {
+        if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
+            let place = bindings.namespace().unwrap_or("all namespaces").to_string();
+            anyhow::bail!(
+                "cannot list AirflowSecretBindings in {place} ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`) and may the operator read there?"
+            );
+        }
     }
     Ok(())
-}
-
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// Keeps what the controllers read of an object's metadata: of the managed fields only the
@@ -198,7 +192,7 @@ fn on_own_task<T: Send + 'static>(
 /// start serves all of them.
 async fn watch_bindings(
     client: &Client,
-    ns: Option<&str>,
+    scope: &Scope,
     secrets_manager: &SecretsManager,
 ) -> anyhow::Result<(
     Store<AirflowSecretBinding>,
@@ -206,13 +200,13 @@ async fn watch_bindings(
 )> {
     let (reader, writer) = reflector::store();
     let events = on_own_task(
-        watcher(
-            scoped::<AirflowSecretBinding>(client, ns),
+        scope::reflect(
+            client,
+            scope,
             watcher::Config::default().any_semantic(),
+            |b: &mut AirflowSecretBinding| slim_meta(&mut b.metadata),
+            writer,
         )
-        .default_backoff()
-        .modify(|b| slim_meta(&mut b.metadata))
-        .reflect(writer)
         .applied_objects()
         .map_ok(|b| {
             let mut only = AirflowSecretBinding::new(&b.name_any(), Default::default());
@@ -232,17 +226,14 @@ async fn watch_bindings(
 /// The Deployments' cache (slim) and their events.
 fn watch_deployments(
     client: &Client,
-    ns: Option<&str>,
+    scope: &Scope,
 ) -> (
     Store<Deployment>,
     impl futures::Stream<Item = Result<Deployment, watcher::Error>> + use<>,
 ) {
     let (reader, writer) = reflector::store();
     let events = on_own_task(
-        watcher(scoped::<Deployment>(client, ns), watcher::Config::default())
-            .default_backoff()
-            .modify(slim)
-            .reflect(writer)
+        scope::reflect(client, scope, watcher::Config::default(), slim, writer)
             .applied_objects()
             .map_ok(|d| Deployment {
                 metadata: reference(d.metadata),
@@ -256,20 +247,20 @@ fn watch_deployments(
 /// bindings).
 fn watch_owned_secrets(
     client: &Client,
-    ns: Option<&str>,
+    scope: &Scope,
 ) -> (
     Store<PartialObjectMeta<Secret>>,
     impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + use<>,
 ) {
     let (reader, writer) = reflector::store();
     let events = on_own_task(
-        watcher(
-            scoped::<PartialObjectMeta<Secret>>(client, ns),
+        scope::reflect(
+            client,
+            scope,
             watcher::Config::default().labels(&format!("{}={MANAGER}", binding::MANAGED_BY)),
+            |s: &mut PartialObjectMeta<Secret>| slim_meta(&mut s.metadata),
+            writer,
         )
-        .default_backoff()
-        .modify(|s| slim_meta(&mut s.metadata))
-        .reflect(writer)
         .touched_objects()
         .map_ok(|s| PartialObjectMeta {
             metadata: ObjectMeta {
@@ -282,26 +273,26 @@ fn watch_owned_secrets(
     (reader, events)
 }
 
-/// Runs both controllers until the process is asked to stop. `namespace` limits them to one
-/// namespace; `None` watches all. With `events`, the change-event consumer runs alongside
+/// Runs both controllers until the process is asked to stop, watching the namespaces of
+/// `scope`. With `events`, the change-event consumer runs alongside
 /// (only where the controllers run: on the leader). Call [`ensure_crd`] first.
 pub async fn run(
     client: Client,
     secrets_manager: Arc<SecretsManager>,
     metrics: Arc<Metrics>,
-    namespace: Option<String>,
+    scope: Scope,
     events: Option<crate::events::SqsConfig>,
 ) -> anyhow::Result<()> {
-    let ns = namespace.as_deref();
-    let (deploy_reader, deployments) = watch_deployments(&client, ns);
-    let (secret_reader, owned_secrets) = watch_owned_secrets(&client, ns);
+    let (deploy_reader, deployments) = watch_deployments(&client, &scope);
+    let (secret_reader, owned_secrets) = watch_owned_secrets(&client, &scope);
     // Plans read these caches: they must be complete before the first reconcile (an empty one
     // would look like Secrets to create and values to read again after every restart).
     deploy_reader.wait_until_ready().await?;
     secret_reader.wait_until_ready().await?;
     let (to_workloads, workload_triggers) = unbounded();
     let (to_bindings, binding_triggers) = unbounded();
-    let (binding_reader, binding_events) = watch_bindings(&client, ns, &secrets_manager).await?;
+    let (binding_reader, binding_events) =
+        watch_bindings(&client, &scope, &secrets_manager).await?;
     let bindings = Controller::for_stream(binding_events, binding_reader.clone())
         .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
     let reporter = Reporter {

@@ -228,28 +228,53 @@ impl Operator {
 
     /// Starts the operator with extra arguments and environment.
     pub fn start_with(namespace: &str, args: &[&str], envs: &[(&str, &str)]) -> Operator {
-        let log = std::env::temp_dir().join(format!("aso-operator-{namespace}-{}.log", rand_u32()));
-        let file = std::fs::File::create(&log).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         // The operator runs with exactly the rights of the chart's ServiceAccount.
         let kubeconfig = std::env::var("ASO_OPERATOR_KUBECONFIG").unwrap_or_else(|_| {
             panic!(
                 "ASO_OPERATOR_KUBECONFIG is not set: run tests/ground/operator-rbac.sh <state> after up.sh (tests/run.sh does)"
             )
         });
+        Self::spawn(
+            &["--namespace", namespace],
+            args,
+            envs,
+            std::path::Path::new(&kubeconfig),
+            namespace,
+        )
+    }
+
+    /// Starts the operator for a list of namespaces (`--namespaces a,b`) with `kubeconfig`'s
+    /// identity.
+    pub fn start_in(namespaces: &[&str], kubeconfig: &std::path::Path) -> Operator {
+        let list = namespaces.join(",");
+        Self::spawn(
+            &["--namespaces", &list],
+            &[],
+            &[],
+            kubeconfig,
+            namespaces.first().copied().unwrap_or("all"),
+        )
+    }
+
+    fn spawn(
+        scope: &[&str],
+        args: &[&str],
+        envs: &[(&str, &str)],
+        kubeconfig: &std::path::Path,
+        tag: &str,
+    ) -> Operator {
+        let log = std::env::temp_dir().join(format!("aso-operator-{tag}-{}.log", rand_u32()));
+        let file = std::fs::File::create(&log).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
             .env("KUBECONFIG", kubeconfig)
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--http-address",
-                &format!("127.0.0.1:{port}"),
-            ])
+            .arg("run")
+            .args(scope)
+            .args(["--http-address", &format!("127.0.0.1:{port}")])
             .args(args)
             .env("RUST_LOG", "info,airflow_secrets_operator=debug")
             .envs(envs.iter().copied())
@@ -323,6 +348,18 @@ impl Operator {
         }
     }
 
+    /// The operator's exit status, once it has exited by itself within `timeout`.
+    pub async fn exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().expect("poll the operator") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -349,6 +386,28 @@ impl Drop for Operator {
             let _ = std::fs::remove_file(&self.log);
         }
     }
+}
+
+/// Writes a copy of the ground's kubeconfig (`KUBECONFIG`, the cluster admin) that impersonates
+/// the ServiceAccount `namespace/name`, as `tests/ground/operator-rbac.sh` does for the chart's.
+pub fn impersonating_kubeconfig(namespace: &str, name: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(ground_var("KUBECONFIG")).expect("read KUBECONFIG");
+    let marker = "    client-key: ";
+    assert!(admin.contains(marker), "KUBECONFIG names no client key");
+    let mut out = String::new();
+    for line in admin.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with(marker) {
+            out.push_str(&format!(
+                "    as: system:serviceaccount:{namespace}:{name}\n    as-groups: [system:serviceaccounts, system:serviceaccounts:{namespace}, system:authenticated]\n"
+            ));
+        }
+    }
+    let path =
+        std::env::temp_dir().join(format!("aso-{namespace}-{name}-{}.kubeconfig", rand_u32()));
+    std::fs::write(&path, out).unwrap();
+    path
 }
 
 /// Creates or updates a secret in the emulator.

@@ -42,3 +42,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The watched namespaces (watchNamespaces plus watchNamespace), sorted and comma-separated;
+empty: every namespace. */}}
+{{- define "airflow-secrets-operator.watchNamespaces" -}}
+{{- $names := .Values.watchNamespaces | default list }}
+{{- with .Values.watchNamespace }}{{ $names = append $names . }}{{ end }}
+{{- $names | uniq | sortAlpha | join "," }}
+{{- end }}
