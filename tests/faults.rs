@@ -36,6 +36,8 @@ struct Rig {
     /// The managed Secret's data once synced: what every sample must show.
     data: BTreeMap<String, String>,
     replicasets: usize,
+    /// Calls per second while healthy and settled (two listings per 1 s refresh).
+    healthy_rate: f64,
 }
 
 impl Rig {
@@ -88,7 +90,10 @@ impl Rig {
             (s == "True" && r == "Synced").then_some(())
         })
         .await;
+        let ready = Instant::now();
         op.quiet().await;
+        let healthy_rate =
+            proxy.calls_between(ready, Instant::now()).len() as f64 / ready.elapsed().as_secs_f64();
         let data = secret_text(&client, &ns, SECRET).await.expect("Secret");
         assert_eq!(data.len(), 3, "three entries synced: {data:?}");
         let replicasets = replicasets(&client, &ns, WORKER).await.len();
@@ -102,6 +107,7 @@ impl Rig {
             op,
             data,
             replicasets,
+            healthy_rate,
         }
     }
 
@@ -262,13 +268,7 @@ fn ops(calls: &[Call]) -> String {
 }
 
 /// A transient fault of the endpoint for `hold`, then back: the shared assertions, and the row.
-async fn endpoint_fault(
-    test: &str,
-    fault: Fault,
-    hold: Duration,
-    message_says: &[&str],
-    max_calls: usize,
-) -> Row {
+async fn endpoint_fault(test: &str, fault: Fault, hold: Duration, message_says: &[&str]) -> Row {
     let rig = Rig::start(test).await;
     let monitor = rig.monitor();
     let start = Instant::now();
@@ -319,9 +319,21 @@ async fn endpoint_fault(
         degraded.len(),
         ops(&degraded),
     );
+    // A retry storm would call more often than a healthy refresh does; backing off calls less.
+    let healthy = rig.healthy_rate * hold.as_secs_f64();
+    println!(
+        "[{test}] healthy: {:.2} calls/s, i.e. {healthy:.0} in {} s",
+        rig.healthy_rate,
+        hold.as_secs()
+    );
     assert!(
-        degraded.len() <= max_calls,
-        "a bounded number of calls while degraded: {} > {max_calls} (a retry storm)",
+        rig.healthy_rate >= 1.0,
+        "the healthy refresh was measured: {:.2}/s",
+        rig.healthy_rate
+    );
+    assert!(
+        (degraded.len() as f64) < healthy,
+        "fewer calls while degraded than while healthy: {} ≥ {healthy:.0} (a retry storm)",
         degraded.len()
     );
     // One reconcile lists two prefixes with up to three attempts each.
@@ -351,7 +363,6 @@ async fn throttling_burst_keeps_the_secret_and_backs_off() {
         Fault::Throttle,
         Duration::from_secs(20),
         &["ThrottlingException"],
-        40,
     )
     .await;
 }
@@ -363,7 +374,6 @@ async fn too_many_requests_keeps_the_secret_and_backs_off() {
         Fault::TooManyRequests,
         Duration::from_secs(15),
         &["Too Many Requests"],
-        30,
     )
     .await;
 }
@@ -375,7 +385,6 @@ async fn server_errors_keep_the_secret_and_back_off() {
         Fault::ServerError(500),
         Duration::from_secs(20),
         &["InternalServiceError"],
-        40,
     )
     .await;
 }
@@ -387,7 +396,6 @@ async fn hung_endpoint_longer_than_the_operation_timeout_keeps_the_secret() {
         Fault::Hang,
         Duration::from_secs(40),
         &["timeout", "timed out"],
-        20,
     )
     .await;
 }
