@@ -589,3 +589,17 @@ async fn slow_answers_within_the_timeouts_raise_no_alarm() {
     }]);
     delete_namespace(&rig.client, &rig.ns).await;
 }
+
+/// The longer target (not in CI's budget): an outage of minutes still ends within seconds for
+/// the binding, since its backoff stops growing while Secrets Manager fails.
+#[tokio::test]
+#[ignore = "3 minutes of outage: run with `cargo test --test faults -- --ignored --nocapture`"]
+async fn outage_of_minutes_recovers_within_seconds() {
+    endpoint_fault(
+        "faults-long",
+        Fault::ServerError(503),
+        Duration::from_secs(180),
+        &["InternalServiceError"],
+    )
+    .await;
+}
