@@ -1,6 +1,7 @@
 //! No secret value leaves through the operator's own channels: canary values never appear in its
 //! log at every level — `trace` included, for the operator and for every dependency — nor in
-//! Events, status or metrics.
+//! Events, status or metrics, nor in the messages that name a malformed secret's problem, nor in
+//! the output of the `render` command (every format, stdout and stderr).
 
 mod support;
 
@@ -37,7 +38,7 @@ mod base64_forms {
 }
 
 #[tokio::test]
-async fn canaries_stay_out_of_logs_events_status_and_metrics_at_trace_level() {
+async fn canaries_stay_out_of_logs_events_status_metrics_messages_and_render() {
     let client = client().await;
     install_crds(&client).await;
     let ns = namespace(&client, "leaks").await;
@@ -56,6 +57,32 @@ async fn canaries_stay_out_of_logs_events_status_and_metrics_at_trace_level() {
     )
     .await;
     put_secret(&sm, &format!("{p}/variables/token"), &canary).await;
+    // Malformed secrets that carry the canary where a parser's message could quote it: each
+    // entry's status names its problem, and must not name the value.
+    let malformed = [
+        (
+            "bad_json",
+            format!(r#"{{"conn_type":"postgres","password":"{canary}""#),
+        ),
+        (
+            "bad_port",
+            format!(r#"{{"conn_type":"postgres","port":"{canary}"}}"#),
+        ),
+        (
+            "bad_type",
+            format!(r#"{{"conn_type":"postgres","password":12345,"host":"{canary}"}}"#),
+        ),
+        // Key names that are plain identifiers (letters, digits, `_`, `-`, ≤ 64) are named in
+        // the warning about keys Airflow drops, by design; any other key is only counted.
+        (
+            "bad_key",
+            format!(r#"{{"{canary}.{canary}":"x","conn_type":"y"}}"#),
+        ),
+        ("bad_uri", format!("a://{canary}://b://c")),
+    ];
+    for (id, value) in &malformed {
+        put_secret(&sm, &format!("{p}/connections/{id}"), value).await;
+    }
     let op = Operator::start_with(&ns, &[], &[("RUST_LOG", "trace")]);
     apply_binding(
         &client,
@@ -85,7 +112,27 @@ async fn canaries_stay_out_of_logs_events_status_and_metrics_at_trace_level() {
     })
     .await;
     let (_, metrics) = op.get("/metrics");
-    let status = serde_json::to_string(&binding_status(&client, &ns, "agents").await).unwrap();
+    let status = binding_status(&client, &ns, "agents")
+        .await
+        .expect("status");
+    let not_synced: Vec<(String, String)> = status
+        .entries
+        .iter()
+        .filter(|e| e.state != airflow_secrets_operator::api::EntryState::Synced)
+        .map(|e| (e.name.clone(), e.message.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        not_synced
+            .iter()
+            .any(|(n, m)| n == "bad_json" && m.contains("not valid JSON")),
+        "the malformed JSON's problem is named in status: {not_synced:?}"
+    );
+    assert!(
+        not_synced.len() >= 3,
+        "most malformed secrets are reported: {not_synced:?}"
+    );
+    let status = serde_json::to_string(&status).unwrap();
+    let render = render_outputs(&p);
     let events = run(
         &ground_var("ASO_KUBECTL"),
         &["-n", &ns, "get", "events", "-o", "json"],
@@ -96,12 +143,14 @@ async fn canaries_stay_out_of_logs_events_status_and_metrics_at_trace_level() {
         "the log is at trace level ({} bytes)",
         logs.len()
     );
-    for (what, text) in [
-        ("log", &logs),
-        ("metrics", &metrics),
-        ("status", &status),
-        ("events", &events),
-    ] {
+    let mut channels = vec![
+        ("log".to_string(), logs),
+        ("metrics".to_string(), metrics),
+        ("status".to_string(), status),
+        ("events".to_string(), events),
+    ];
+    channels.extend(render);
+    for (what, text) in &channels {
         for form in forms(&canary) {
             let at = text.find(&form);
             assert!(
@@ -112,4 +161,47 @@ async fn canaries_stay_out_of_logs_events_status_and_metrics_at_trace_level() {
         }
     }
     delete_namespace(&client, &ns).await;
+}
+
+/// `render` of a binding over the test's secrets, in every output format (`RUST_LOG=trace` set,
+/// should it ever log): (what, stdout) and (what, stderr) of each run.
+fn render_outputs(prefix: &str) -> Vec<(String, String)> {
+    let dir = std::env::temp_dir().join(format!("aso-leaks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let binding = dir.join("binding.yaml");
+    std::fs::write(
+        &binding,
+        format!(
+            "apiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {{name: agents, namespace: leaks}}\nspec:\n  discovery: {{connectionsPrefix: {prefix}/connections, variablesPrefix: {prefix}/variables}}\n  target:\n    workloads: {{helmRelease: astro-agent}}\n"
+        ),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for format in ["table", "json", "yaml"] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
+            .args(["render", "-f", binding.to_str().unwrap(), "-o", format])
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run render");
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        // It read the values (a hash per synced entry) and names the malformed ones' problems.
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "render exits 1 for entries Airflow would not read:\n{stdout}{stderr}"
+        );
+        assert!(
+            stdout.contains("sha256:") && stdout.contains("not valid JSON"),
+            "render -o {format} shows hashes and problems:\n{stdout}"
+        );
+        assert!(
+            stderr.contains("reading Secrets Manager"),
+            "render's progress on stderr: {stderr}"
+        );
+        out.push((format!("render -o {format}"), stdout));
+        out.push((format!("render -o {format} log"), stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    out
 }

@@ -185,6 +185,7 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     write_status(binding, ctx, &key, &plan, &targets).await?;
     written?;
     // A foreign Secret in the way is looked at again with backoff, not only at the next refresh.
+    let unavailable = failed;
     let failed = failed
         || plan
             .problem
@@ -195,7 +196,15 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     let state = index.binding(&key);
     if failed {
         state.failures += 1;
-        return Ok(Action::requeue(backoff(state.failures)));
+        // While Secrets Manager fails, the backoff stops growing at 4 steps (≤ 8.2 s), so that a
+        // binding notices its source's return within seconds; the source's rate limit and the
+        // SDK's retry quota bound what many failing bindings send meanwhile.
+        let steps = if unavailable {
+            state.failures.min(4)
+        } else {
+            state.failures
+        };
+        return Ok(Action::requeue(backoff(steps)));
     }
     state.failures = 0;
     let interval = refresh_interval(binding);

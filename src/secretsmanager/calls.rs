@@ -304,6 +304,11 @@ fn sdk_message<E: std::error::Error + 'static>(
 ) -> String {
     use std::fmt::Write;
     let mut s = e.to_string();
+    // An answer without an AWS error code (a 429 or 502 from a proxy or gateway in the path)
+    // reads "unhandled error" otherwise: its HTTP status tells who answered.
+    if let Some(r) = e.raw_response() {
+        let _ = write!(s, " (HTTP {})", r.status().as_u16());
+    }
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
         let _ = write!(s, ": {inner}");

@@ -3,8 +3,11 @@
 //! One process-wide [`SecretsManager`] holds one [`view::View`] per source (region, identity,
 //! endpoint): every binding of that source reads through it, so a listing, a version check or a
 //! value read serves all of them (see `view.rs`). Calls are rate-limited per source (token
-//! bucket), retried by the SDK's adaptive retry (which slows down on throttling), and bounded by
-//! per-attempt and per-operation timeouts so that a hung endpoint cannot wedge a reconcile.
+//! bucket), retried briefly by the SDK's standard retry (exponential backoff with jitter, and a
+//! retry quota that stops retrying when most calls fail), and bounded by per-attempt and
+//! per-operation timeouts so that a hung endpoint cannot wedge a reconcile. A call fails within
+//! seconds, so that status tells an outage promptly; the controller's own backoff then paces the
+//! binding's next tries.
 //!
 //! - Discovery lists its prefix (`ListSecrets`, 100 per page); the listing tells each secret's
 //!   current version without reading a value.
@@ -53,9 +56,15 @@ pub enum ResolveError {
 }
 
 /// Per-attempt timeout of one call; the SDK retries an attempt that times out.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Timeout of one call including its retries.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Timeout of one call including its retries: a reconcile that meets a hung endpoint reports it
+/// (Ready False, `SecretsManagerUnavailable`) within this, plus its refresh interval.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(6);
+/// Attempts per call. The SDK's adaptive mode is not used: after one throttling answer its
+/// client-side limiter charges a retry 5 tokens at 0.5 tokens/s, i.e. ~10 s of waiting per retry,
+/// which kept a reconcile (and every binding waiting on the same shared listing) silent for up to
+/// the whole operation timeout (tests/faults.rs).
+pub const MAX_ATTEMPTS: u32 = 3;
 
 /// Sums the call counter per operation: (ListSecrets, BatchGetSecretValue, GetSecretValue).
 pub fn call_totals(calls: &Calls) -> [(&'static str, u64); 3] {
@@ -168,7 +177,9 @@ impl SecretsManager {
 
     async fn client(&self, source: &Source) -> Client {
         let mut b = aws_sdk_secretsmanager::config::Builder::from(&self.base)
-            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(4))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
+            )
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .operation_attempt_timeout(ATTEMPT_TIMEOUT)

@@ -4,6 +4,8 @@
 //! fail with a message saying so (they never skip).
 #![allow(dead_code)]
 
+pub mod faults;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
