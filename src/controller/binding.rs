@@ -119,17 +119,22 @@ pub(super) fn selected(
         .collect()
 }
 
-/// Owned Secrets of a binding in the cache, by name.
+/// Owned Secrets of a binding in the cache, by name (looked up by the names the watch noted
+/// under the binding, not by a scan of every Secret; see [`super::owners`]).
 pub(super) fn owned_secrets(
     ctx: &Context,
     binding: &AirflowSecretBinding,
 ) -> BTreeMap<String, Arc<kube::core::PartialObjectMeta<Secret>>> {
-    let ns = binding.namespace();
-    ctx.secrets
-        .state()
+    let Some(uid) = binding.uid() else {
+        return BTreeMap::new();
+    };
+    ctx.owners
+        .candidates(&uid)
         .into_iter()
-        .filter(|s| s.namespace() == ns && controlled_by(&**s, binding))
-        .map(|s| (s.name_any(), s))
+        .filter_map(|(ns, name)| {
+            let s = ctx.secrets.get(&ObjectRef::new(&name).within(&ns))?;
+            controlled_by(&*s, binding).then_some((name, s))
+        })
         .collect()
 }
 
@@ -1001,6 +1006,9 @@ pub(super) async fn cleanup(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     release_secrets(binding, ctx).await?;
+    if let Some(uid) = binding.uid() {
+        ctx.owners.forget(&uid);
+    }
     ctx.index.lock().expect("index").bindings.remove(&key);
     ctx.secrets_manager.forget(&key, &binding.spec.source).await;
     ctx.metrics.forget(&labels(binding));

@@ -13,6 +13,7 @@
 pub mod binding;
 pub mod index;
 pub mod labelled;
+pub mod owners;
 pub mod scope;
 pub mod workload;
 
@@ -71,6 +72,8 @@ pub struct Context {
     pub bindings: Store<AirflowSecretBinding>,
     pub deployments: Store<Deployment>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Which cached Secrets each binding controls ([`owners::Owners`]).
+    pub owners: Arc<owners::Owners>,
     pub index: Mutex<index::Index>,
     to_workloads: UnboundedSender<ObjectRef<Deployment>>,
     to_bindings: UnboundedSender<ObjectRef<AirflowSecretBinding>>,
@@ -248,6 +251,7 @@ fn watch_deployments(
 fn watch_owned_secrets(
     client: &Client,
     scope: &Scope,
+    owners: Arc<owners::Owners>,
 ) -> (
     Store<PartialObjectMeta<Secret>>,
     impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + use<>,
@@ -261,6 +265,14 @@ fn watch_owned_secrets(
             |s: &mut PartialObjectMeta<Secret>| slim_meta(&mut s.metadata),
             writer,
         )
+        .map_ok(move |event| {
+            match &event {
+                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => owners.note(s),
+                watcher::Event::Delete(s) => owners.deleted(s),
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+            event
+        })
         .touched_objects()
         .map_ok(|s| PartialObjectMeta {
             metadata: ObjectMeta {
@@ -284,7 +296,8 @@ pub async fn run(
     events: Option<crate::events::SqsConfig>,
 ) -> anyhow::Result<()> {
     let (deploy_reader, deployments) = watch_deployments(&client, &scope);
-    let (secret_reader, owned_secrets) = watch_owned_secrets(&client, &scope);
+    let owners = Arc::new(owners::Owners::default());
+    let (secret_reader, owned_secrets) = watch_owned_secrets(&client, &scope, owners.clone());
     // Plans read these caches: they must be complete before the first reconcile (an empty one
     // would look like Secrets to create and values to read again after every restart).
     deploy_reader.wait_until_ready().await?;
@@ -307,6 +320,7 @@ pub async fn run(
         bindings: binding_reader,
         deployments: deploy_reader.clone(),
         secrets: secret_reader,
+        owners,
         index: Mutex::default(),
         to_workloads,
         to_bindings,

@@ -546,18 +546,24 @@ impl View {
             }
             (refresh_names(&s), refresh_filters(&s))
         };
-        let mut failed = None;
-        if !names.is_empty() {
+        // The names and every listing at the same time: a hung endpoint costs one timeout,
+        // not one per listing, before the readers hear of it.
+        let check_names = async {
+            if names.is_empty() {
+                return None;
+            }
             let _flight = self.check_lock.lock().await;
             let result = self.check(calls, &names).await;
             self.state().record_names(names.iter(), &result);
-            failed = result.err();
-        }
-        for f in &filters {
+            result.err()
+        };
+        let relists = futures::future::join_all(filters.iter().map(|f| async move {
             let result = self.relist(calls, f, Duration::ZERO).await.map(|_| ());
             self.state().record_filter(f, &result);
-            failed = failed.or(result.err());
-        }
+            result.err()
+        }));
+        let (failed_names, failed_lists) = futures::join!(check_names, relists);
+        let failed = failed_names.or(failed_lists.into_iter().flatten().next());
         let mut s = self.state();
         match failed {
             None => {
