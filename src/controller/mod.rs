@@ -68,7 +68,10 @@ pub struct Context {
     pub client: Client,
     pub secrets_manager: Arc<SecretsManager>,
     pub metrics: Arc<Metrics>,
-    recorder: Recorder,
+    /// Who publishes Events. A [`Recorder`] is made per Event: its cache (kept six minutes,
+    /// to count repeats of one Event) would hold an Event per binding after a creation of
+    /// thousands, and the operator publishes only on changes, never the same Event in a loop.
+    reporter: Reporter,
     pub bindings: Store<AirflowSecretBinding>,
     pub deployments: Store<Deployment>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
@@ -123,7 +126,8 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &binding.object_ref(&())).await {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        if let Err(e) = recorder.publish(&ev, &binding.object_ref(&())).await {
             warn!(error = %e, "could not publish an Event");
         }
     }
@@ -313,7 +317,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client,
         secrets_manager,
         metrics,
