@@ -128,7 +128,11 @@ run_shape() { # shape n
   watch_times "$ns" airflowsecretbindings "$state/$ns.bindings"
   watch_times "$ns" secrets "$state/$ns.secrets" app.kubernetes.io/managed-by=airflow-secrets-operator
   sleep 1
-  k apply -f "$state/$ns.yaml" >/dev/null
+  # Applied as four parallel `kubectl apply`s (one is ~15 objects/s on the local control plane).
+  awk -v out="$state/$ns.part" '/^---$/ {n++} {print > (out (n % 4))}' "$state/$ns.yaml"
+  local appliers=()
+  for part in "$state/$ns".part*; do k apply -f "$part" >/dev/null & appliers+=($!); done
+  wait "${appliers[@]}"
   t_applied=$(now)
   until (($(managed "$ns") >= count)); do sleep 0.2; done
   t_synced=$(now)
