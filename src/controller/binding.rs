@@ -190,16 +190,28 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     write_status(binding, ctx, &key, &plan, &targets).await?;
     written?;
     // A foreign Secret in the way is looked at again with backoff, not only at the next refresh.
-    let unavailable = failed;
-    let failed = failed
-        || plan
-            .problem
-            .as_ref()
-            .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
+    let not_owned = plan
+        .problem
+        .as_ref()
+        .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
     let polls = ctx.secrets_manager.polls(&binding.spec).await;
+    Ok(next_reconcile(binding, ctx, &key, failed, not_owned, polls))
+}
+
+/// When the binding is reconciled next: with backoff after a failure; else on its interval when
+/// it reads what the shared view cannot check for it (`polls`: direct reads; or entries that
+/// failed), else rarely, for safety (the view's background refresh wakes it on a change).
+fn next_reconcile(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    unavailable: bool,
+    not_owned: bool,
+    polls: bool,
+) -> Action {
     let mut index = ctx.index.lock().expect("index");
-    let state = index.binding(&key);
-    if failed {
+    let state = index.binding(key);
+    if unavailable || not_owned {
         state.failures += 1;
         // While Secrets Manager fails, the backoff stops growing at 4 steps (≤ 8.2 s), so that a
         // binding notices its source's return within seconds; the source's rate limit and the
@@ -209,30 +221,25 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
         } else {
             state.failures
         };
-        return Ok(Action::requeue(backoff(steps)));
+        return Action::requeue(backoff(steps));
     }
     state.failures = 0;
     let interval = refresh_interval(binding);
-    let problems = state.resolved.as_ref().is_none_or(|r| {
-        r.entries
-            .iter()
-            .any(|e| matches!(e.outcome, Fetched::Problem(..)))
-    });
-    let remaining = state
-        .resolved
-        .as_ref()
-        .map(|r| interval.saturating_sub(r.at.elapsed()))
-        .unwrap_or(interval);
-    drop(index);
-    // The shared view's background refresh wakes the binding when a secret it reads changes;
-    // it re-reads on its own interval only what the view cannot check for it (direct reads,
-    // entries that failed), and else resyncs rarely, for safety.
+    let Some(resolved) = &state.resolved else {
+        return Action::requeue(with_jitter(interval));
+    };
+    let problems = resolved
+        .entries
+        .iter()
+        .any(|e| matches!(e.outcome, Fetched::Problem(..)));
     let wait = if polls || problems {
-        remaining.max(Duration::from_millis(200))
+        interval
+            .saturating_sub(resolved.at.elapsed())
+            .max(Duration::from_millis(200))
     } else {
         safety_resync(interval)
     };
-    Ok(Action::requeue(with_jitter(wait)))
+    Action::requeue(with_jitter(wait))
 }
 
 /// How often a binding the shared view watches for it is reconciled anyway: ten refresh
