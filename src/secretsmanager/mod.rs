@@ -509,42 +509,34 @@ impl SecretsManager {
             .apply_described(current, aliases, names)
     }
 
-    /// Names (of any source) whose current version a listing or check found changed since the
-    /// last call: the bindings that read them are due for a refresh now.
-    pub fn take_changed(&self) -> BTreeSet<String> {
-        let views: Vec<Arc<View>> = self
-            .views
+    /// Every source's view, as now (taken out of the lock: callers await on them).
+    fn all_views(&self) -> Vec<Arc<View>> {
+        self.views
             .lock()
             .expect("views")
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Names (of any source) whose current version a listing or check found changed since the
+    /// last call: the bindings that read them are due for a refresh now.
+    pub fn take_changed(&self) -> BTreeSet<String> {
+        let views = self.all_views();
         views.iter().flat_map(|v| v.take_changed()).collect()
     }
 
     /// Runs every view's background refresh once ([`View::refresh`]), all sources at the same
     /// time (a hung one does not hold up the others).
     pub async fn refresh(&self) {
-        let views: Vec<Arc<View>> = self
-            .views
-            .lock()
-            .expect("views")
-            .values()
-            .cloned()
-            .collect();
+        let views = self.all_views();
         futures::future::join_all(views.iter().map(|v| v.refresh(&self.calls))).await;
     }
 
     /// Readers (of any source) of the listings whose members changed since the last call, or
     /// whose refresh began or stopped failing ([`View::take_woken`]).
     pub fn take_woken(&self) -> BTreeSet<ReaderKey> {
-        let views: Vec<Arc<View>> = self
-            .views
-            .lock()
-            .expect("views")
-            .values()
-            .cloned()
-            .collect();
+        let views = self.all_views();
         views.iter().flat_map(|v| v.take_woken()).collect()
     }
 
