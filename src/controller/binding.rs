@@ -194,7 +194,7 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
         .problem
         .as_ref()
         .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
-    let polls = ctx.secrets_manager.polls(&binding.spec).await;
+    let polls = ctx.secrets_manager.polls(&binding.spec);
     Ok(next_reconcile(binding, ctx, &key, failed, not_owned, polls))
 }
 

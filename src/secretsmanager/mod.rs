@@ -543,10 +543,17 @@ impl SecretsManager {
     /// Whether a binding must re-read on its own interval instead of being woken by the
     /// background refresh: some of its entries cannot be checked by a listing (ARNs, staged
     /// or pinned versions), or its source refuses listing by name.
-    pub async fn polls(&self, spec: &AirflowSecretBindingSpec) -> bool {
+    pub fn polls(&self, spec: &AirflowSecretBindingSpec) -> bool {
         let wanted = wanted(spec);
-        wanted.iter().any(|w| !by_listing(w))
-            || (!wanted.is_empty() && self.view(&spec.source).await.listing_denied())
+        // An existing view only: a binding that never read (Backend mode) needs no client.
+        let denied = || {
+            self.views
+                .lock()
+                .expect("views")
+                .get(&SourceKey::from(&spec.source))
+                .is_some_and(|v| v.listing_denied())
+        };
+        wanted.iter().any(|w| !by_listing(w)) || (!wanted.is_empty() && denied())
     }
 
     /// Sizes of every view's caches added up: (listings, versions, values).
