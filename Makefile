@@ -8,8 +8,8 @@ demo:            ## local control plane + emulator + agents + example secrets
 	examples/demo/run.sh
 
 crds:            ## regenerate crds/, the chart's copy and docs/reference.md from the Rust types
-	cargo run -q -- crd > crds/airflowsecretbindings.yaml
-	cp crds/airflowsecretbindings.yaml charts/airflow-secrets-operator/crds/
+	cargo run -q -- crd --out-dir crds
+	cp crds/*.yaml charts/airflow-secrets-operator/crds/
 	cargo run -q -- crd --reference > docs/reference.md
 
 unit:            ## pure tests only, no test ground

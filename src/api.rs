@@ -75,9 +75,21 @@ pub const GROUP: &str = "airflow-secrets.io";
 #[x_kube(validation = Rule::new(
     "!has(self.team) || !has(self.config) || size(self.config) == 0"
 ).message("Airflow reads configuration for all teams alike (config has no team form): put config entries in a binding without team").field_path(".config"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.sourceRef) || !has(self.source) || !(has(self.source.region) || has(self.source.roleArn) || has(self.source.externalId) || has(self.source.roleSessionName) || has(self.source.endpoint))"
+).message("sourceRef names an AirflowSecretSource, which sets region, role and endpoint: remove spec.source").field_path(".source"))]
 #[serde(rename_all = "camelCase")]
 pub struct AirflowSecretBindingSpec {
-    /// Where the secrets live: AWS region, optional role to assume, optional endpoint.
+    /// The `AirflowSecretSource` (cluster-scoped, set up by the platform admin) to read through:
+    /// its region, identity and endpoint, within the secrets it allows this namespace. Without
+    /// it, the installation's default source (chart value `sources.default`) when one is set,
+    /// else `source` below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<SourceRef>,
+
+    /// An inline source: AWS region, optional role to assume, optional endpoint. `roleArn` and
+    /// `endpoint` are refused unless the installation allows inline sources (chart value
+    /// `sources.allowInline`); with a default source, any field here is.
     #[serde(default)]
     pub source: Source,
 
@@ -203,6 +215,120 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
     pub endpoint: Option<String>,
+}
+
+impl Source {
+    /// Whether no field is set (the binding reads with the operator's own identity and region).
+    pub fn is_empty(&self) -> bool {
+        *self == Source::default()
+    }
+}
+
+/// A reference to an `AirflowSecretSource`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRef {
+    /// Name of the `AirflowSecretSource`.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
+
+/// Where the secrets of some namespaces live and what those namespaces may read there. Set up by
+/// the platform admin: bindings name it in `spec.sourceRef` and read with its identity only
+/// what it allows their namespace.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "airflow-secrets.io",
+    version = "v1alpha1",
+    kind = "AirflowSecretSource",
+    shortname = "asrc",
+    category = "airflow",
+    printcolumn(name = "Region", type_ = "string", json_path = ".spec.region"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.roleArn"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[kube(
+    doc = "An AWS Secrets Manager source set up by the platform admin: region, identity and endpoint, the namespaces that may use it and the secrets they may read."
+)]
+#[x_kube(validation = Rule::new("!has(self.externalId) || has(self.roleArn)").message("externalId needs roleArn").field_path(".externalId"))]
+#[serde(rename_all = "camelCase")]
+pub struct AirflowSecretSourceSpec {
+    /// AWS region of the secrets, e.g. `eu-west-1`. Defaults to the operator's own region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+
+    /// IAM role to assume (`arn:aws:iam::<account>:role/<name>`), once per namespace, with the
+    /// session tags `airflow-secrets-source` (this source's name) and `airflow-secrets-namespace`
+    /// and the session name `aso.<namespace>`; the role's trust policy must allow
+    /// `sts:AssumeRole` and `sts:TagSession` (docs/iam.md). Without it the operator's own
+    /// identity is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"))]
+    pub role_arn: Option<String>,
+
+    /// External id passed when assuming `roleArn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1224))]
+    pub external_id: Option<String>,
+
+    /// Secrets Manager endpoint (a VPC endpoint, or a local emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+
+    /// The namespaces whose bindings may use this source.
+    pub namespaces: SourceNamespaces,
+
+    /// The secrets those bindings may read. `{namespace}` in a prefix or pattern stands for the
+    /// binding's namespace, e.g. `airflow/{namespace}/`.
+    pub allowed: AllowedSecrets,
+}
+
+/// The namespaces that may use a source: those named, and those the selector matches.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("size(self.names) > 0 || has(self.selector)").message("namespaces needs names or a selector (an empty selector, {}, matches every namespace)"))]
+#[serde(rename_all = "camelCase")]
+pub struct SourceNamespaces {
+    /// Namespace names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub names: Vec<String>,
+
+    /// A label selector on namespaces; `{}` matches every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// What the bindings of a source may read. A secret is allowed when its name starts with one of
+/// `namePrefixes`, or, named by ARN (full or partial), when the ARN matches one of `arnPatterns`.
+/// Discovery may list only under an allowed prefix: a prefix broader than every allowed one is
+/// refused before any call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("size(self.namePrefixes) > 0 || size(self.arnPatterns) > 0").message("allowed needs namePrefixes or arnPatterns (the prefix \"\" allows every name)"))]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedSecrets {
+    /// Secret name prefixes, case-sensitive as Secrets Manager names are, e.g.
+    /// `airflow/{namespace}/`. Mind the separator: `airflow/team-a` also allows
+    /// `airflow/team-ab/x`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub name_prefixes: Vec<String>,
+
+    /// Patterns of secret ARNs that may be named in bindings, `*` matching any characters and
+    /// `?` one, as in IAM resource ARNs, e.g.
+    /// `arn:aws:secretsmanager:eu-west-1:123456789012:secret:shared/{namespace}/*`. A partial
+    /// ARN (without the random suffix) is matched as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    pub arn_patterns: Vec<String>,
 }
 
 /// Which version of a secret to read. Without `versionStage` or `versionId`, `AWSCURRENT`.

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod secretsmanager;
+pub mod source;

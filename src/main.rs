@@ -54,6 +54,16 @@ enum Command {
         /// Calls a source may make at once before the rate applies.
         #[arg(long, default_value_t = 40.0, env = "SECRETS_MANAGER_BURST")]
         secrets_manager_burst: f64,
+        /// Let bindings set an inline `spec.source` with `roleArn` or `endpoint` (and, with a
+        /// default source, any `spec.source` field). Off: such bindings are refused (Ready
+        /// False, `SourceRefused`, naming the field) and read nothing; they name an
+        /// AirflowSecretSource instead.
+        #[arg(long, env = "ALLOW_INLINE_SOURCES", default_value_t = false, action = clap::ArgAction::Set)]
+        allow_inline_sources: bool,
+        /// The AirflowSecretSource of bindings that set neither `spec.sourceRef` nor
+        /// `spec.source` (default: none; they read with the operator's own identity).
+        #[arg(long, env = "DEFAULT_SOURCE")]
+        default_source: Option<String>,
         /// URL of an SQS queue that receives Secrets Manager change events from EventBridge
         /// (docs/events.md): changes then land in seconds; periodic refreshes stay. Empty: off.
         /// Only the leader consumes; never share one queue between two installations.
@@ -71,11 +81,15 @@ enum Command {
         /// Print the binding reference (Markdown) instead.
         #[arg(long)]
         reference: bool,
+        /// Write one file per CRD into this directory (what `crds/` holds) instead of printing.
+        #[arg(long, conflicts_with = "reference")]
+        out_dir: Option<PathBuf>,
     },
     /// Dry-run binding files against Secrets Manager: the env names each workload would get,
     /// value hashes only, and what Airflow would not accept. Exit code 1 when an entry would not
     /// be injected, 2 when a file or Secrets Manager cannot be read. AWS credentials, region and
-    /// endpoint come from the standard AWS environment and the binding's `spec.source`.
+    /// endpoint come from the standard AWS environment and the binding's `spec.source`
+    /// (`spec.sourceRef` is not followed: the files are read with your own identity).
     Render {
         /// Binding file(s), YAML; several documents per file allowed.
         #[arg(short = 'f', long = "file", required = true)]
@@ -136,11 +150,25 @@ enum Output {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd { reference: true } => {
+        Command::Crd {
+            reference: true, ..
+        } => {
             print!("{}", airflow_secrets_operator::crd::reference_markdown());
             ExitCode::SUCCESS
         }
-        Command::Crd { reference: false } => match airflow_secrets_operator::crd::all_yaml() {
+        Command::Crd {
+            out_dir: Some(dir), ..
+        } => match write_crds(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "error: could not write the CRDs into {}: {e}",
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            }
+        },
+        Command::Crd { .. } => match airflow_secrets_operator::crd::all_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -164,6 +192,8 @@ fn main() -> ExitCode {
             sqs_queue_url,
             sqs_region,
             sqs_role_arn,
+            allow_inline_sources,
+            default_source,
         } => {
             init_tracing(log_format);
             let limit = airflow_secrets_operator::secretsmanager::RateLimit {
@@ -187,7 +217,11 @@ fn main() -> ExitCode {
                 namespaces.into_iter().chain(namespace),
             );
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match runtime.block_on(run(scope, http_address, lease, limit, events)) {
+            let settings = airflow_secrets_operator::source::Settings {
+                allow_inline: allow_inline_sources,
+                default_source: non_empty(default_source),
+            };
+            match runtime.block_on(run(scope, http_address, lease, limit, settings, events)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -272,6 +306,7 @@ async fn run(
     http_address: std::net::SocketAddr,
     lease: Option<Lease>,
     limit: airflow_secrets_operator::secretsmanager::RateLimit,
+    settings: airflow_secrets_operator::source::Settings,
     events: Option<airflow_secrets_operator::events::SqsConfig>,
 ) -> anyhow::Result<()> {
     use airflow_secrets_operator::{controller, http, metrics, secretsmanager};
@@ -331,10 +366,18 @@ async fn run(
     );
     tokio::select! {
         // The event consumer runs inside: only on the leader, like the controllers.
-        r = controller::run(client, secrets_manager, metrics, scope, events) => r,
+        r = controller::run(client, secrets_manager, metrics, scope, settings, events) => r,
         r = server => Err(anyhow::anyhow!("the HTTP server stopped: {r:?}")),
         () = lost => Err(anyhow::anyhow!("lost the leader lease; exiting so that another replica leads")),
     }
+}
+
+/// Writes each CRD file of `crds/` into `dir`.
+fn write_crds(dir: &std::path::Path) -> anyhow::Result<()> {
+    for (name, yaml) in airflow_secrets_operator::crd::files()? {
+        std::fs::write(dir.join(name), yaml)?;
+    }
+    Ok(())
 }
 
 async fn render(

@@ -148,10 +148,12 @@ pub async fn render(
     deployments: Option<&[Deployment]>,
 ) -> Result<Rendered, ResolveError> {
     let (patterns, problems) = DiscoveryPatterns::compile(&binding.spec);
+    // Read with the caller's own identity and the inline source, whatever the binding names.
+    let grant = crate::source::Grant::inline(&binding.spec.source);
     let mut entries = if binding.spec.mode == Mode::Backend {
-        backend::backend_entries(&binding.spec)
+        backend::backend_entries(&binding.spec, &grant.origin)
     } else {
-        sm.resolve(&binding.spec, &patterns).await?
+        sm.resolve(&grant, &binding.spec, &patterns).await?
     };
     let k8s_backend = binding.spec.target.injection == Injection::KubernetesBackend;
     if k8s_backend {

@@ -449,6 +449,94 @@ fn rbac_is_exactly_what_the_controller_calls() {
     }
 }
 
+/// Sources are cluster-scoped and namespaces' labels decide who may use them: one ClusterRole
+/// reads exactly those, also when the operator watches a list of namespaces.
+#[test]
+fn sources_and_namespaces_are_read_cluster_wide_and_nothing_else() {
+    for set in ["logLevel=info", "watchNamespaces={team-a,team-b}"] {
+        let objects = render("aso", &["--namespace", "ops", "--set", set]);
+        let named = |kind: &str| -> Vec<&Value> {
+            of_kind(&objects, kind)
+                .into_iter()
+                .filter(|o| {
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("-sources")
+                })
+                .collect()
+        };
+        let roles = named("ClusterRole");
+        assert_eq!(roles.len(), 1, "--set {set}");
+        let mut want = Rules::new();
+        for (group, resource) in [
+            ("airflow-secrets.io", "airflowsecretsources"),
+            ("", "namespaces"),
+        ] {
+            for verb in ["get", "list", "watch"] {
+                want.insert((group.into(), resource.into(), verb.into()));
+            }
+        }
+        assert_eq!(granted(roles[0]), want, "--set {set}");
+        let binding = named("ClusterRoleBinding");
+        assert_eq!(binding.len(), 1);
+        assert_eq!(binding[0]["roleRef"]["name"], roles[0]["metadata"]["name"]);
+        assert_eq!(binding[0]["subjects"][0]["namespace"], "ops");
+    }
+}
+
+/// Inline sources: refused by default, at apply by an admission policy (and by the operator);
+/// with a default source, every spec.source field is.
+#[test]
+fn inline_sources_are_refused_by_default_and_allowed_on_request() {
+    let objects = render("aso", &[]);
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "ALLOW_INLINE_SOURCES").unwrap()["value"], "false");
+    assert!(env(c, "DEFAULT_SOURCE").is_none());
+    let policy = one(&objects, "ValidatingAdmissionPolicy");
+    let fields = |p: &Value| -> Vec<String> {
+        p["spec"]["validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        fields(policy),
+        [
+            "spec.source.roleArn",
+            "spec.source.endpoint",
+            "spec.source.externalId",
+            "spec.source.roleSessionName"
+        ]
+    );
+    let binding = one(&objects, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+
+    let objects = render("aso", &["--set", "sources.default=shared"]);
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "DEFAULT_SOURCE").unwrap()["value"], "shared");
+    assert!(
+        fields(one(&objects, "ValidatingAdmissionPolicy"))
+            .contains(&"spec.source.region".to_string())
+    );
+
+    let objects = render("aso", &["--set", "sources.allowInline=true"]);
+    let c = &one(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env(c, "ALLOW_INLINE_SOURCES").unwrap()["value"], "true");
+    assert!(of_kind(&objects, "ValidatingAdmissionPolicy").is_empty());
+}
+
 #[test]
 fn disruption_budget_with_replicas_network_policy_on_request() {
     let objects = render("aso", &[]);
@@ -496,7 +584,9 @@ fn service_monitor_and_dashboard_only_when_enabled() {
             "Role",
             "RoleBinding",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
         .map(String::from)
         .into(),
@@ -865,6 +955,10 @@ fn helm_install(release: &str, ns: &str, extra: &[&str]) {
         "--timeout",
         "60s",
     ];
+    // The release's admission policy is installed (the API server must accept it) but applies
+    // to no namespace of other tests, which apply inline sources.
+    let vap = format!("sources.admissionPolicy.namespaceSelector.matchLabels.vap-test={release}");
+    args.extend_from_slice(&["--set", &vap]);
     args.extend_from_slice(extra);
     run(&ground_var("ASO_HELM"), &args);
 }
@@ -1088,6 +1182,7 @@ fn without_leader_election(objects: Vec<Value>) -> Vec<Value> {
         .filter(|o| {
             let name = o["metadata"]["name"].as_str().unwrap_or_default();
             !name.ends_with("-leader-election")
+                && !name.ends_with("-sources")
                 && !(o["kind"] == "ClusterRole"
                     && (name.ends_with("-view") || name.ends_with("-author")))
         })

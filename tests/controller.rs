@@ -1000,7 +1000,7 @@ async fn a_list_of_namespaces_is_watched_with_roles_there_only() {
             "--namespace",
             &ops,
             "--set",
-            "image.repository=example.invalid/aso,userRoles.create=false,leaderElection.enabled=false",
+            "image.repository=example.invalid/aso,userRoles.create=false,leaderElection.enabled=false,sources.allowInline=true",
             "--set",
             &format!("watchNamespaces={{{a},{b}}}"),
             "--timeout",

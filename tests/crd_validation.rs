@@ -157,6 +157,16 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
             vec!["spec.target.components[0]"],
         ),
         (
+            "source-ref-and-inline-source",
+            json!({"sourceRef": {"name": "teams"}, "source": {"region": "eu-west-1"}, "connections": conn(), "target": valid_target()}),
+            vec!["spec.source", "sourceRef names an AirflowSecretSource"],
+        ),
+        (
+            "bad-source-ref",
+            json!({"sourceRef": {"name": "Not_A_Name"}, "connections": conn(), "target": valid_target()}),
+            vec!["spec.sourceRef.name"],
+        ),
+        (
             "bad-deletion-policy",
             json!({"connections": conn(), "deletionPolicy": "Orphan", "target": valid_target()}),
             vec!["spec.deletionPolicy"],
@@ -211,6 +221,101 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
     assert_eq!(created.spec.refresh_interval, "1h");
     assert!(created.spec.target.rollout_on_change);
     delete_namespace(&client, &ns).await;
+}
+
+/// Sources, too, are rejected at apply with the field named; a full one is accepted.
+#[tokio::test]
+async fn invalid_sources_are_rejected_naming_the_field() {
+    let client = client().await;
+    install_crds(&client).await;
+    let suffix = namespace(&client, "crd-sources").await;
+    let allowed = json!({"namePrefixes": ["airflow/{namespace}/"]});
+    let everyone = json!({"selector": {}});
+    let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+        (
+            "no-namespaces",
+            json!({"allowed": allowed}),
+            vec!["spec.namespaces"],
+        ),
+        (
+            "empty-namespaces",
+            json!({"namespaces": {}, "allowed": allowed}),
+            vec!["spec.namespaces", "names or a selector"],
+        ),
+        (
+            "no-allowed",
+            json!({"namespaces": everyone}),
+            vec!["spec.allowed"],
+        ),
+        (
+            "empty-allowed",
+            json!({"namespaces": everyone, "allowed": {}}),
+            vec!["spec.allowed", "namePrefixes or arnPatterns"],
+        ),
+        (
+            "external-id-without-role",
+            json!({"namespaces": everyone, "allowed": allowed, "externalId": "xyz"}),
+            vec!["spec.externalId", "needs roleArn"],
+        ),
+        (
+            "bad-role-arn",
+            json!({"namespaces": everyone, "allowed": allowed, "roleArn": "my-role"}),
+            vec!["spec.roleArn"],
+        ),
+        (
+            "bad-endpoint",
+            json!({"namespaces": everyone, "allowed": allowed, "endpoint": "ftp://x"}),
+            vec!["spec.endpoint"],
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (name, spec, expected) in &cases {
+        let body = json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretSource",
+            "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec
+        });
+        let req = http::Request::post("/apis/airflow-secrets.io/v1alpha1/airflowsecretsources")
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        match client.request_text(req).await {
+            Ok(_) => problems.push(format!("{name}: accepted, expected a rejection")),
+            Err(kube::Error::Api(status)) => {
+                let msg = status.message.clone();
+                if status.code != 422 || !expected.iter().all(|e| msg.contains(e)) {
+                    problems.push(format!(
+                        "{name}: got {} {msg:?}, expected it to contain {expected:?}",
+                        status.code
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{name}: unexpected error {e}")),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let api: Api<airflow_secrets_operator::api::AirflowSecretSource> = Api::all(client.clone());
+    let name = format!("valid-{suffix}");
+    let ok: airflow_secrets_operator::api::AirflowSecretSource = serde_json::from_value(json!({
+        "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretSource",
+        "metadata": {"name": name},
+        "spec": {
+            "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::123456789012:role/airflow-secrets-reader",
+            "externalId": "xyz",
+            "endpoint": "https://vpce-0abc.secretsmanager.eu-west-1.vpce.amazonaws.com",
+            "namespaces": {"names": ["team-a"], "selector": {"matchLabels": {"tenant": "true"}}},
+            "allowed": {
+                "namePrefixes": ["airflow/{namespace}/"],
+                "arnPatterns": ["arn:aws:secretsmanager:eu-west-1:123456789012:secret:shared/*"]
+            }
+        }
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &ok)
+        .await
+        .expect("a valid source is accepted");
+    api.delete(&name, &Default::default()).await.unwrap();
+    delete_namespace(&client, &suffix).await;
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ if command -v file >/dev/null; then
 fi
 ldd "$bin" 2>&1 | grep -qE "not a dynamic executable|statically linked" || fail "the binary has dynamic dependencies: $(ldd "$bin" 2>&1)"
 "$bin" --version | grep -q airflow-secrets-operator || fail "the static binary does not run"
-"$bin" crd | cmp -s - crds/airflowsecretbindings.yaml || fail "the static binary prints other CRDs than crds/"
+"$bin" crd | cmp -s - <(cat crds/*.yaml) || fail "the static binary prints other CRDs than crds/"
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"; buildah --storage-driver vfs rmi -f localhost/airflow-secrets-operator:test >/dev/null 2>&1 || true' EXIT

@@ -6,12 +6,18 @@ mod support;
 use airflow_secrets_operator::api::{AirflowSecretBindingSpec, EntryKind, EntryState};
 use airflow_secrets_operator::entries::{Fetched, ResolvedEntry};
 use airflow_secrets_operator::secretsmanager::{DiscoveryPatterns, Reader, SecretsManager};
+use airflow_secrets_operator::source::Grant;
 use serde_json::json;
 use support::*;
 
 /// Nothing is held: every located value is read.
 fn read_all(e: &[ResolvedEntry]) -> Vec<bool> {
     vec![false; e.len()]
+}
+
+/// The spec's inline source, unrestricted.
+fn open(s: &AirflowSecretBindingSpec) -> Grant {
+    Grant::inline(&s.source)
 }
 
 fn spec(v: serde_json::Value) -> AirflowSecretBindingSpec {
@@ -56,7 +62,7 @@ async fn explicit_entries_stages_and_per_id_errors() {
         "target": {"injection": "SecretOnly"}
     }));
     let got = sm
-        .resolve(&s, &DiscoveryPatterns::default())
+        .resolve(&open(&s), &s, &DiscoveryPatterns::default())
         .await
         .expect("resolve");
     let by = |name: &str| {
@@ -130,7 +136,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
     };
 
     let first = sm
-        .resolve_for(&reader, &s, &patterns, &read_all)
+        .resolve_for(&reader, &open(&s), &s, &patterns, &read_all)
         .await
         .expect("resolve");
     let conns: Vec<&str> = first
@@ -152,7 +158,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
 
     // Nothing changed: listing only, no value read.
     let second = sm
-        .resolve_for(&reader, &s, &patterns, &read_all)
+        .resolve_for(&reader, &open(&s), &s, &patterns, &read_all)
         .await
         .expect("resolve");
     assert_eq!(second, first);
@@ -175,7 +181,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         .await
         .unwrap();
     let third = sm
-        .resolve_for(&reader, &s, &patterns, &read_all)
+        .resolve_for(&reader, &open(&s), &s, &patterns, &read_all)
         .await
         .expect("resolve");
     assert_eq!(calls(&sm)[1], c[1] + 1);
@@ -197,7 +203,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
             .collect()
     };
     let held = sm
-        .resolve_for(&reader, &s, &patterns, &all_but_prod_001)
+        .resolve_for(&reader, &open(&s), &s, &patterns, &all_but_prod_001)
         .await
         .expect("resolve");
     assert_eq!(calls(&sm)[1], c3[1], "prod_001's value is still cached");
@@ -217,7 +223,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         ..reader.clone()
     };
     let again = sm
-        .resolve_for(&forced, &s, &patterns, &read_all)
+        .resolve_for(&forced, &open(&s), &s, &patterns, &read_all)
         .await
         .expect("resolve");
     assert_eq!(
@@ -240,7 +246,7 @@ async fn an_unreachable_endpoint_fails_the_whole_resolution() {
         "target": {"injection": "SecretOnly"}
     }));
     let err = sm
-        .resolve(&s, &DiscoveryPatterns::default())
+        .resolve(&open(&s), &s, &DiscoveryPatterns::default())
         .await
         .expect_err("no endpoint there");
     assert!(err.to_string().contains("BatchGetSecretValue"), "{err}");
@@ -254,7 +260,7 @@ async fn resolve_all(
     for (i, s) in specs.iter().enumerate() {
         let r = reader(&format!("b{i}"), WINDOW_MS);
         out.push(
-            sm.resolve_for(&r, s, &DiscoveryPatterns::default(), &read_all)
+            sm.resolve_for(&r, &open(s), s, &DiscoveryPatterns::default(), &read_all)
                 .await
                 .expect("resolve"),
         );
@@ -364,8 +370,7 @@ async fn explicit_names_are_checked_by_a_shared_listing_and_read_once_per_versio
 
     // Deleted bindings leave no value behind.
     for i in 0..30 {
-        sm.forget(&("ns".into(), format!("b{i}")), &Default::default())
-            .await;
+        sm.forget(&("ns".into(), format!("b{i}")));
     }
     assert_eq!(
         sm.cache_sizes().2,
@@ -389,11 +394,12 @@ async fn discovery_listings_are_shared_and_single_flight() {
         "target": {"injection": "SecretOnly"}
     }));
     let none = DiscoveryPatterns::default();
+    let grant = open(&s);
     let readers: Vec<Reader> = (0..10).map(|i| reader(&format!("d{i}"), 60_000)).collect();
     let results = futures::future::join_all(
         readers
             .iter()
-            .map(|r| sm.resolve_for(r, &s, &none, &read_all)),
+            .map(|r| sm.resolve_for(r, &grant, &s, &none, &read_all)),
     )
     .await;
     for r in &results {
@@ -415,11 +421,12 @@ async fn concurrent_first_syncs_share_value_reads() {
     let sm = SecretsManager::from_env().await;
     let readers: Vec<Reader> = (0..30).map(|i| reader(&format!("c{i}"), 60_000)).collect();
     let none = DiscoveryPatterns::default();
+    let grants: Vec<Grant> = specs.iter().map(open).collect();
     let results = futures::future::join_all(
         readers
             .iter()
-            .zip(&specs)
-            .map(|(r, s)| sm.resolve_for(r, s, &none, &read_all)),
+            .zip(specs.iter().zip(&grants))
+            .map(|(r, (s, g))| sm.resolve_for(r, g, s, &none, &read_all)),
     )
     .await;
     for (i, r) in results.iter().enumerate() {
@@ -445,7 +452,8 @@ async fn names_among_many_unrelated_secrets_are_checked_by_name() {
     let sm = SecretsManager::from_env().await;
     // As at the operator's start: every binding's names are known before the first check.
     for (i, s) in specs.iter().enumerate() {
-        sm.register(&("ns".into(), format!("b{i}")), s).await;
+        sm.register(&("ns".into(), format!("b{i}")), &open(s), s)
+            .await;
     }
     let first = resolve_all(&sm, &specs).await;
     assert!(

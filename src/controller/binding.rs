@@ -26,7 +26,7 @@ use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{BindingLabels, EntryLabels};
 use crate::plan::backend;
 use crate::plan::binding::{BindingInput, BindingPlan, Problem, Read, plan_binding, verdict};
-use crate::plan::content::{ACCESS_DENIED_GRACE, Content, SecretPart, env_name_of};
+use crate::plan::content::{Content, SecretPart};
 use crate::plan::held::{self, SOURCE_DIGEST_ANNOTATION};
 use crate::plan::select::{SelectedWorkload, select_workloads};
 use crate::plan::status::{self, ALL_STATES, StatusInput};
@@ -35,6 +35,7 @@ use crate::plan::workload::{
     template_annotations,
 };
 use crate::secretsmanager::{DiscoveryPatterns, Reader};
+use crate::source::Grant;
 
 /// Changing this annotation's value on a binding forces a re-read of Secrets Manager.
 pub const FORCE_SYNC_ANNOTATION: &str = "airflow-secrets.io/force-sync";
@@ -141,7 +142,11 @@ pub(super) fn owned_secrets(
 /// Reconciles a binding that is not being deleted.
 pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(binding);
-    let (patterns, pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
+    let grant = ctx.sources.grant(binding);
+    let (patterns, mut pattern_problems) = DiscoveryPatterns::compile(&binding.spec);
+    if let Ok(g) = &grant {
+        pattern_problems.extend(crate::secretsmanager::refused_listings(g, &binding.spec));
+    }
     // A force-sync value this binding has not read with yet: see the current state, and accept
     // what it shows (the emptied-source guard steps aside).
     let forced = {
@@ -152,9 +157,19 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
             .and_then(|s| s.resolved.as_ref())
             .is_some_and(|r| r.force != force_of(binding))
     };
-    let read = observe(binding, ctx, &key, &patterns, forced).await;
+    let read = match &grant {
+        Ok(g) => observe(binding, ctx, &key, g, &patterns, forced).await,
+        Err(refusal) => {
+            ctx.secrets_manager.forget(&key);
+            Read::Refused(Problem {
+                reason: refusal.reason,
+                message: refusal.message.clone(),
+            })
+        }
+    };
     let failed = matches!(read, Read::Failed(_));
-    let mut plan = plan(binding, ctx, &key, read, pattern_problems, forced).await?;
+    let origin = grant.as_ref().map(|g| g.origin.clone()).unwrap_or_default();
+    let mut plan = plan(binding, ctx, &key, read, pattern_problems, forced, &origin).await?;
     // A failed write reaches status (and an Event) in this reconcile; the agents keep what they
     // have, and the error is retried with backoff.
     let written = write_secrets(binding, ctx, &key, &plan).await;
@@ -194,7 +209,9 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
         .problem
         .as_ref()
         .is_some_and(|p| p.reason == status::reason::SECRET_NOT_OWNED);
-    let polls = ctx.secrets_manager.polls(&binding.spec);
+    let polls = grant
+        .as_ref()
+        .is_ok_and(|g| ctx.secrets_manager.polls(&g.origin, &binding.spec));
     Ok(next_reconcile(binding, ctx, &key, failed, not_owned, polls))
 }
 
@@ -254,11 +271,12 @@ async fn observe(
     binding: &AirflowSecretBinding,
     ctx: &Context,
     key: &Key,
+    grant: &Grant,
     patterns: &DiscoveryPatterns,
     forced: bool,
 ) -> Read {
     if binding.spec.mode == Mode::Backend {
-        return Read::Entries(backend::backend_entries(&binding.spec));
+        return Read::Entries(backend::backend_entries(&binding.spec, &grant.origin));
     }
     let force = force_of(binding);
     let interval = refresh_interval(binding);
@@ -297,7 +315,7 @@ async fn observe(
     };
     match ctx
         .secrets_manager
-        .resolve_for(&reader, &binding.spec, patterns, &held)
+        .resolve_for(&reader, grant, &binding.spec, patterns, &held)
         .await
     {
         Ok(entries) => {
@@ -380,34 +398,12 @@ async fn plan(
     read: Read,
     pattern_problems: Vec<crate::api::EntryStatus>,
     forced: bool,
+    origin: &crate::source::Origin,
 ) -> Result<BindingPlan, Error> {
-    let now = Instant::now();
-    let (denied_too_long, last_good, foreign) = {
+    let (last_good, foreign) = {
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(key);
-        let denied_now: BTreeSet<String> = match &read {
-            Read::Entries(e) => e
-                .iter()
-                .filter(|e| matches!(e.outcome, Fetched::Problem(EntryState::AccessDenied, _)))
-                .map(env_name_of)
-                .collect(),
-            Read::Failed(_) => state.denied_since.keys().cloned().collect(),
-        };
-        state.denied_since.retain(|k, _| denied_now.contains(k));
-        for k in &denied_now {
-            state.denied_since.entry(k.clone()).or_insert(now);
-        }
-        let too_long: BTreeSet<String> = state
-            .denied_since
-            .iter()
-            .filter(|(_, since)| now.duration_since(**since) >= ACCESS_DENIED_GRACE)
-            .map(|(k, _)| k.clone())
-            .collect();
-        (
-            too_long,
-            state.last_good.clone(),
-            state.foreign_secret.take(),
-        )
+        (state.last_good.clone(), state.foreign_secret.take())
     };
     let needs_last_good = matches!(&read, Read::Entries(e) if e.iter().any(|e| matches!(e.outcome, Fetched::Held | Fetched::Problem(EntryState::AccessDenied | EntryState::Error, _))));
     let last_good = match last_good {
@@ -421,10 +417,10 @@ async fn plan(
         read,
         pattern_problems,
         last_good: last_good.as_deref(),
-        denied_too_long: &denied_too_long,
         foreign_secret: foreign,
         forced,
         taken: &super::labelled::taken_ids(ctx, binding),
+        origin,
     }))
 }
 
@@ -1017,7 +1013,7 @@ pub(super) async fn cleanup(
         ctx.owners.forget(&uid);
     }
     ctx.index.lock().expect("index").bindings.remove(&key);
-    ctx.secrets_manager.forget(&key, &binding.spec.source).await;
+    ctx.secrets_manager.forget(&key);
     ctx.metrics.forget(&labels(binding));
     info!(binding = %key.1, namespace = %key.0, "released");
     Ok(Action::await_change())

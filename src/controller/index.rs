@@ -41,8 +41,6 @@ pub struct BindingState {
     pub stale: bool,
     /// Consecutive failed reconciles (drives the backoff).
     pub failures: u32,
-    /// Since when each env name's secret answers AccessDenied.
-    pub denied_since: BTreeMap<String, Instant>,
     /// Data last written to the managed Secrets (key → value), for keeping the last good value
     /// of an entry that fails transiently.
     pub last_good: Option<Arc<BTreeMap<String, String>>>,
@@ -71,7 +69,6 @@ impl Default for BindingState {
             resolved: None,
             stale: false,
             failures: 0,
-            denied_since: BTreeMap::new(),
             last_good: None,
             last_digest: None,
             last_versions: None,

@@ -15,6 +15,7 @@ pub mod index;
 pub mod labelled;
 pub mod owners;
 pub mod scope;
+pub mod sources;
 pub mod workload;
 
 use std::sync::{Arc, Mutex};
@@ -73,6 +74,8 @@ pub struct Context {
     /// thousands, and the operator publishes only on changes, never the same Event in a loop.
     reporter: Reporter,
     pub bindings: Store<AirflowSecretBinding>,
+    /// The sources bindings read through, and what decides their grants.
+    pub sources: sources::Sources,
     pub deployments: Store<Deployment>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Which cached Secrets each binding controls ([`owners::Owners`]).
@@ -134,8 +137,23 @@ impl Context {
 }
 
 /// Fails, saying what to do, when the binding API cannot be listed (CRD missing, no rights) in
-/// a namespace of the scope.
+/// a namespace of the scope, or the source API and namespaces cannot be listed.
 pub async fn ensure_crd(client: &Client, scope: &Scope) -> anyhow::Result<()> {
+    let sources: Api<crate::api::AirflowSecretSource> = Api::all(client.clone());
+    if let Err(e) = sources.list(&ListParams::default().limit(1)).await {
+        anyhow::bail!(
+            "cannot list AirflowSecretSources ({e}); are the CRDs of this version installed (`airflow-secrets-operator crd | kubectl apply --server-side -f -`) and may the operator read them?"
+        );
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    if let Err(e) = namespaces
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+    {
+        anyhow::bail!(
+            "cannot list namespaces ({e}); the operator reads their labels for AirflowSecretSources' namespace selectors"
+        );
+    }
     for bindings in scope.apis::<AirflowSecretBinding>(client) {
         if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
             let place = bindings.namespace().unwrap_or("all namespaces").to_string();
@@ -201,6 +219,7 @@ async fn watch_bindings(
     client: &Client,
     scope: &Scope,
     secrets_manager: &SecretsManager,
+    sources: &sources::Sources,
 ) -> anyhow::Result<(
     Store<AirflowSecretBinding>,
     impl futures::Stream<Item = Result<AirflowSecretBinding, watcher::Error>> + use<>,
@@ -223,9 +242,11 @@ async fn watch_bindings(
     );
     reader.wait_until_ready().await?;
     for b in reader.state() {
-        secrets_manager
-            .register(&binding::key_of(&b), &b.spec)
-            .await;
+        if let Ok(grant) = sources.grant(&b) {
+            secrets_manager
+                .register(&binding::key_of(&b), &grant, &b.spec)
+                .await;
+        }
     }
     Ok((reader, events))
 }
@@ -297,8 +318,10 @@ pub async fn run(
     secrets_manager: Arc<SecretsManager>,
     metrics: Arc<Metrics>,
     scope: Scope,
+    settings: crate::source::Settings,
     events: Option<crate::events::SqsConfig>,
 ) -> anyhow::Result<()> {
+    let (sources, source_changes) = sources::Sources::watch(&client, settings).await?;
     let (deploy_reader, deployments) = watch_deployments(&client, &scope);
     let owners = Arc::new(owners::Owners::default());
     let (secret_reader, owned_secrets) = watch_owned_secrets(&client, &scope, owners.clone());
@@ -309,7 +332,7 @@ pub async fn run(
     let (to_workloads, workload_triggers) = unbounded();
     let (to_bindings, binding_triggers) = unbounded();
     let (binding_reader, binding_events) =
-        watch_bindings(&client, &scope, &secrets_manager).await?;
+        watch_bindings(&client, &scope, &secrets_manager, &sources).await?;
     let bindings = Controller::for_stream(binding_events, binding_reader.clone())
         .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
     let reporter = Reporter {
@@ -322,6 +345,7 @@ pub async fn run(
         secrets_manager,
         metrics,
         bindings: binding_reader,
+        sources,
         deployments: deploy_reader.clone(),
         secrets: secret_reader,
         owners,
@@ -353,9 +377,11 @@ pub async fn run(
         });
     info!("controllers running");
     let refresher = tokio::spawn(refresh(ctx.clone()));
+    let source_triggers = tokio::spawn(sources::trigger(ctx.clone(), source_changes));
     let _consumer = events.map(|cfg| crate::events::start(cfg, ctx.clone()));
     futures::future::join(binding_loop, workload_loop).await;
     refresher.abort();
+    source_triggers.abort();
     Ok(())
 }
 

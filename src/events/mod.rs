@@ -36,12 +36,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::api::{AirflowSecretBinding, Source};
+use crate::api::AirflowSecretBinding;
 use crate::controller::Context;
 use crate::controller::index::Key;
 use crate::metrics::EventLabels;
 use crate::plan::workload::{Delivery, pod_annotation_key};
 use crate::secretsmanager::Described;
+use crate::source::Origin;
 use parse::{Change, Parsed};
 
 /// Long-polling wait of one receive (SQS's maximum).
@@ -369,20 +370,28 @@ impl Consumer {
                 .iter()
                 .filter(|b| b.meta().deletion_timestamp.is_none())
             {
+                // A binding its source refuses reads nothing; one that reads is checked only
+                // for ids its grant admits (no call names a refused secret).
+                let Ok(grant) = ctx.sources.grant(b) else {
+                    continue;
+                };
                 let key = key_of(b);
-                let interest = parse::interest(
+                let mut interest = parse::interest(
                     &b.spec,
                     read.get(&key).map(Vec::as_slice).unwrap_or_default(),
                     change,
                 );
+                interest.current.retain(|id| grant.admits(id).is_ok());
+                let event_id = change.name.clone().unwrap_or_else(|| change.ids[0].clone());
+                interest.discovery &= grant.admits(&event_id).is_ok();
                 if !interest.any() {
                     continue;
                 }
                 out.relevant[i] = true;
-                let g = match groups.iter().position(|g| g.source == b.spec.source) {
+                let g = match groups.iter().position(|g| g.origin == grant.origin) {
                     Some(p) => &mut groups[p],
                     None => {
-                        groups.push(Group::new(b.spec.source.clone()));
+                        groups.push(Group::new(grant.origin.clone()));
                         groups.last_mut().expect("pushed")
                     }
                 };
@@ -394,8 +403,7 @@ impl Consumer {
                 if interest.discovery {
                     g.discovery.push(key.clone());
                     // Checked by the event's exact name when it has one, else by its first id.
-                    g.event_ids
-                        .insert(change.name.clone().unwrap_or_else(|| change.ids[0].clone()));
+                    g.event_ids.insert(event_id);
                 }
             }
         }
@@ -415,7 +423,7 @@ impl Consumer {
                 if covered {
                     continue;
                 }
-                let d = ctx.secrets_manager.describe(&g.source, p).await?;
+                let d = ctx.secrets_manager.describe(&g.origin, p).await?;
                 let (aliases, names) = match (&d.name, &d.arn) {
                     (Some(n), Some(a)) => {
                         let mut aliases: Vec<String> = g
@@ -444,7 +452,7 @@ impl Consumer {
                 debug!(secret = %p, gone = d.gone(), "checked a secret named by an event");
                 if ctx
                     .secrets_manager
-                    .apply_described(&g.source, d.current_version.as_deref(), &aliases, &names)
+                    .apply_described(&g.origin, d.current_version.as_deref(), &aliases, &names)
                     .await
                 {
                     membership.extend(g.discovery.iter().cloned());
@@ -660,9 +668,9 @@ impl Consumer {
     }
 }
 
-/// The bindings of one source an event batch concerns.
+/// The bindings of one origin an event batch concerns.
 struct Group {
-    source: Source,
+    origin: Origin,
     /// Ids bindings read that may be the events' secrets (checked by version).
     ids: BTreeSet<String>,
     /// Ids from the events themselves, checked for discovery.
@@ -673,9 +681,9 @@ struct Group {
 }
 
 impl Group {
-    fn new(source: Source) -> Group {
+    fn new(origin: Origin) -> Group {
         Group {
-            source,
+            origin,
             ids: BTreeSet::new(),
             event_ids: BTreeSet::new(),
             discovery: Vec::new(),

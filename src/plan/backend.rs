@@ -8,15 +8,17 @@ use serde_json::{Value, json};
 
 use crate::api::{EntryKind, EntryState, EntryStatus};
 use crate::entries::{Fetched, ResolvedEntry};
+use crate::source::Origin;
 
 /// Airflow's Secrets Manager backend class.
 pub const SM_BACKEND_CLASS: &str =
     "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend";
 
 /// `backend_kwargs` of Airflow's `SecretsManagerBackend` equivalent to a binding's discovery and
-/// source. A prefix the binding does not give is sent as `null`, which makes Airflow skip that
-/// kind, so that the binding means the same in both modes.
-pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec) -> Value {
+/// origin (its source's region, endpoint and role, with the same session name and tags). A
+/// prefix the binding does not give is sent as `null`, which makes Airflow skip that kind, so
+/// that the binding means the same in both modes.
+pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec, origin: &Origin) -> Value {
     let d = spec.discovery.clone().unwrap_or_default();
     let mut kw = serde_json::Map::new();
     kw.insert("connections_prefix".into(), json!(d.connections_prefix));
@@ -35,7 +37,7 @@ pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec) -> Value {
     if !d.extra_conn_words.is_empty() {
         kw.insert("extra_conn_words".into(), json!(d.extra_conn_words));
     }
-    let s = &spec.source;
+    let s = origin;
     if let Some(r) = &s.region {
         kw.insert("region_name".into(), json!(r));
     }
@@ -48,8 +50,16 @@ pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec) -> Value {
         if let Some(id) = &s.external_id {
             assume.insert("ExternalId".into(), json!(id));
         }
-        if let Some(n) = &s.role_session_name {
+        if let Some(n) = &s.session_name {
             assume.insert("RoleSessionName".into(), json!(n));
+        }
+        if !s.session_tags.is_empty() {
+            let tags: Vec<Value> = s
+                .session_tags
+                .iter()
+                .map(|(k, v)| json!({"Key": k, "Value": v}))
+                .collect();
+            assume.insert("Tags".into(), Value::Array(tags));
         }
         if !assume.is_empty() {
             kw.insert("assume_role_kwargs".into(), Value::Object(assume));
@@ -61,10 +71,13 @@ pub fn backend_kwargs(spec: &crate::api::AirflowSecretBindingSpec) -> Value {
 /// Backend mode: the config options that point Airflow's own backend at Secrets Manager, for
 /// `[secrets]` and for `[workers]` (which Airflow 3 workers read first), as resolved entries so
 /// that they flow through the same mapping, Secret and injection as values do.
-pub fn backend_entries(spec: &crate::api::AirflowSecretBindingSpec) -> Vec<ResolvedEntry> {
+pub fn backend_entries(
+    spec: &crate::api::AirflowSecretBindingSpec,
+    origin: &Origin,
+) -> Vec<ResolvedEntry> {
     backend_options(
         SM_BACKEND_CLASS,
-        &backend_kwargs(spec),
+        &backend_kwargs(spec, origin),
         "(backend mode: no value is read)",
     )
 }
@@ -198,7 +211,8 @@ mod tests {
             "target": {"injection": "SecretOnly"}
         }))
         .unwrap();
-        let kw = backend_kwargs(&spec);
+        let origin = Origin::from(&spec.source);
+        let kw = backend_kwargs(&spec, &origin);
         assert_eq!(kw["connections_prefix"], json!("airflow/connections"));
         assert_eq!(
             kw["variables_prefix"],
@@ -208,7 +222,16 @@ mod tests {
         assert_eq!(kw["connections_lookup_pattern"], json!("^db_"));
         assert_eq!(kw["region_name"], json!("eu-west-1"));
         assert_eq!(kw["assume_role_kwargs"]["ExternalId"], json!("x"));
-        let d = desired_secret(&backend_entries(&spec), Injection::Env, &BTreeMap::new());
+        assert_eq!(
+            kw["assume_role_kwargs"].get("RoleSessionName"),
+            None,
+            "not written unless given, as before sources existed"
+        );
+        let d = desired_secret(
+            &backend_entries(&spec, &origin),
+            Injection::Env,
+            &BTreeMap::new(),
+        );
         assert_eq!(d.data["AIRFLOW__SECRETS__BACKEND"], SM_BACKEND_CLASS);
         assert_eq!(
             d.data["AIRFLOW__WORKERS__SECRETS_BACKEND"],

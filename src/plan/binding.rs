@@ -2,7 +2,7 @@
 //! content of its Secrets (or none, when the last good content must be held), what it delivers to
 //! its Deployments, the entries for status, and the verdict for its Ready condition.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::api::{
     AirflowSecretBinding, EntryState, EntryStatus, Injection, MassDeletionPolicy, WorkloadState,
@@ -21,6 +21,9 @@ pub enum Read {
     Entries(Vec<ResolvedEntry>),
     /// The read failed as a whole (endpoint down, throttled, listing refused): nothing changes.
     Failed(String),
+    /// The binding may not read (its source refuses it or does not exist): nothing is read,
+    /// nothing changes.
+    Refused(Problem),
 }
 
 /// Everything the binding plan looks at.
@@ -34,10 +37,10 @@ pub struct BindingInput<'a> {
     pub pattern_problems: Vec<EntryStatus>,
     /// The data the managed Secrets hold now (key → value), where needed and known.
     pub last_good: Option<&'a BTreeMap<String, String>>,
-    /// Env names whose secrets have answered AccessDenied for longer than the grace period.
-    pub denied_too_long: &'a BTreeSet<String>,
     /// A Secret this binding would write that exists and is not its own.
     pub foreign_secret: Option<String>,
+    /// How the binding reaches Secrets Manager (Backend mode hands it to Airflow's backend).
+    pub origin: &'a crate::source::Origin,
     /// The force-sync annotation has a value the binding was not planned with before.
     pub forced: bool,
     /// `KubernetesBackend` delivery: ids other bindings of the namespace label already (and were
@@ -79,6 +82,14 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
                 }),
             };
         }
+        Read::Refused(problem) => {
+            return BindingPlan {
+                content: None,
+                delivery: Delivery::Hold,
+                entries: None,
+                problem: Some(problem),
+            };
+        }
         Read::Entries(e) => e,
     };
     let injection = spec.target.injection;
@@ -116,7 +127,12 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
     let mut content = content::split(desired, &input.secret_name);
     content.source_digest = source_digest;
     content.labelled = labelled;
-    let delivery = delivery_of(spec, &content, env_bytes, backend_options(binding));
+    let delivery = delivery_of(
+        spec,
+        &content,
+        env_bytes,
+        backend_options(binding, input.origin),
+    );
     BindingPlan {
         content: Some(content),
         delivery,
@@ -153,7 +169,7 @@ fn delivered(
         );
     }
     if let Some(previous) = input.last_good {
-        content::keep_last_good(&mut desired, previous, input.denied_too_long);
+        content::keep_last_good(&mut desired, previous);
     }
     let labelled = if backend {
         let l = labelled::take_labelled(
@@ -202,10 +218,13 @@ fn delivery_of(
 
 /// The options that configure a secrets backend (Backend mode, the KubernetesBackend
 /// delivery), by env name: not secret, so a chart that sets them to the same value is fine.
-fn backend_options(binding: &AirflowSecretBinding) -> BTreeMap<String, String> {
+fn backend_options(
+    binding: &AirflowSecretBinding,
+    origin: &crate::source::Origin,
+) -> BTreeMap<String, String> {
     let spec = &binding.spec;
     let entries = if spec.mode == crate::api::Mode::Backend {
-        crate::plan::backend::backend_entries(spec)
+        crate::plan::backend::backend_entries(spec, origin)
     } else if spec.target.injection == Injection::KubernetesBackend {
         labelled::backend_entries(binding.metadata.namespace.as_deref().unwrap_or_default())
     } else {
@@ -440,47 +459,50 @@ mod tests {
             .collect()
     }
 
-    fn input<'a>(
-        b: &'a AirflowSecretBinding,
-        read: Read,
-        denied: &'a BTreeSet<String>,
-    ) -> BindingInput<'a> {
+    fn input(b: &AirflowSecretBinding, read: Read) -> BindingInput<'_> {
         BindingInput {
             binding: b,
             secret_name: "b-airflow".into(),
             read,
             pattern_problems: vec![],
             last_good: None,
-            denied_too_long: denied,
+            origin: &NO_ORIGIN,
             foreign_secret: None,
             forced: false,
             taken: &NOTHING_TAKEN,
         }
     }
 
+    static NO_ORIGIN: crate::source::Origin = crate::source::Origin {
+        region: None,
+        role_arn: None,
+        external_id: None,
+        endpoint: None,
+        session_name: None,
+        session_tags: vec![],
+    };
     static NOTHING_TAKEN: BTreeMap<crate::plan::labelled::LabelledId, String> = BTreeMap::new();
 
     #[test]
     fn an_emptied_source_is_held_unless_forced_or_followed() {
-        let none = BTreeSet::new();
         let b = binding(Some(synced_before(20)), json!({}));
-        let plan = plan_binding(input(&b, Read::Entries(vec![]), &none));
+        let plan = plan_binding(input(&b, Read::Entries(vec![])));
         assert!(plan.content.is_none(), "nothing is written");
         assert_eq!(plan.delivery, Delivery::Hold);
         assert_eq!(plan.problem.unwrap().reason, reason::SOURCE_EMPTIED);
         // A small fraction is held too; a single deletion is followed.
-        let plan = plan_binding(input(&b, Read::Entries(conns(3)), &none));
+        let plan = plan_binding(input(&b, Read::Entries(conns(3))));
         assert!(plan.content.is_none());
-        let plan = plan_binding(input(&b, Read::Entries(conns(19)), &none));
+        let plan = plan_binding(input(&b, Read::Entries(conns(19))));
         assert_eq!(plan.content.unwrap().parts[0].data.len(), 19);
         let b1 = binding(Some(synced_before(1)), json!({}));
         assert!(
-            plan_binding(input(&b1, Read::Entries(vec![]), &none))
+            plan_binding(input(&b1, Read::Entries(vec![])))
                 .content
                 .is_some()
         );
         // Forced, followed, or a changed spec: applied.
-        let mut forced = input(&b, Read::Entries(vec![]), &none);
+        let mut forced = input(&b, Read::Entries(vec![]));
         forced.forced = true;
         assert!(plan_binding(forced).content.is_some());
         let follow = binding(
@@ -488,7 +510,7 @@ mod tests {
             json!({"massDeletionPolicy": "Follow"}),
         );
         assert!(
-            plan_binding(input(&follow, Read::Entries(vec![]), &none))
+            plan_binding(input(&follow, Read::Entries(vec![])))
                 .content
                 .is_some()
         );
@@ -496,7 +518,7 @@ mod tests {
         edited.observed_generation = Some(2);
         let edited = binding(Some(edited), json!({}));
         assert!(
-            plan_binding(input(&edited, Read::Entries(vec![]), &none))
+            plan_binding(input(&edited, Read::Entries(vec![])))
                 .content
                 .is_some()
         );
@@ -504,12 +526,10 @@ mod tests {
 
     #[test]
     fn a_failed_read_holds_everything() {
-        let none = BTreeSet::new();
         let b = binding(Some(synced_before(2)), json!({}));
         let plan = plan_binding(input(
             &b,
             Read::Failed("ListSecrets failed: timeout".into()),
-            &none,
         ));
         assert!(plan.content.is_none() && plan.entries.is_none());
         assert_eq!(plan.delivery, Delivery::Hold);
@@ -520,9 +540,8 @@ mod tests {
 
     #[test]
     fn delivery_follows_the_injection() {
-        let none = BTreeSet::new();
         let b = binding(None, json!({}));
-        match plan_binding(input(&b, Read::Entries(conns(2)), &none)).delivery {
+        match plan_binding(input(&b, Read::Entries(conns(2)))).delivery {
             Delivery::Inject {
                 env, rollout_hash, ..
             } => {
@@ -533,14 +552,14 @@ mod tests {
         }
         let b = binding(None, json!({"target": {"injection": "SecretOnly"}}));
         assert_eq!(
-            plan_binding(input(&b, Read::Entries(conns(2)), &none)).delivery,
+            plan_binding(input(&b, Read::Entries(conns(2)))).delivery,
             Delivery::Release
         );
         let b = binding(
             None,
             json!({"target": {"workloads": {"helmRelease": "r"}, "injection": "EnvFrom", "rolloutOnChange": false}}),
         );
-        match plan_binding(input(&b, Read::Entries(conns(2)), &none)).delivery {
+        match plan_binding(input(&b, Read::Entries(conns(2)))).delivery {
             Delivery::Inject {
                 env,
                 env_from,
@@ -557,9 +576,8 @@ mod tests {
 
     #[test]
     fn a_foreign_secret_is_never_written() {
-        let none = BTreeSet::new();
         let b = binding(None, json!({}));
-        let mut i = input(&b, Read::Entries(conns(1)), &none);
+        let mut i = input(&b, Read::Entries(conns(1)));
         i.foreign_secret = Some("b-airflow".into());
         let plan = plan_binding(i);
         assert!(plan.content.is_none());

@@ -202,32 +202,28 @@ pub fn desired_secret(
     }
 }
 
-/// Entries that failed transiently (a Secrets Manager error, or `AccessDenied` for less than
-/// [`ACCESS_DENIED_GRACE`]) keep the value they had in the managed Secret before (`previous`:
-/// key → value), so that one failing read never removes a working connection from the agents.
-/// `denied_too_long` names the env names whose access has been denied for longer than the grace
-/// period: a revoked permission is not an outage, so those values leave. Status says which.
-pub fn keep_last_good(
-    desired: &mut DesiredSecret,
-    previous: &BTreeMap<String, String>,
-    denied_too_long: &BTreeSet<String>,
-) {
+/// Entries that failed transiently (a Secrets Manager error) keep the value they had in the
+/// managed Secret before (`previous`: key → value), so that one failing read never removes a
+/// working connection from the agents. A refusal (`AccessDenied`, by IAM or by the binding's
+/// source) is not transient: its value leaves at once, and status says so.
+pub fn keep_last_good(desired: &mut DesiredSecret, previous: &BTreeMap<String, String>) {
     let mut changed = false;
     for entry in desired.entries.iter_mut() {
-        if !matches!(entry.state, EntryState::AccessDenied | EntryState::Error) {
+        if entry.state == EntryState::AccessDenied {
+            if let Some(env_name) = &entry.env_name
+                && previous.contains_key(&secret_key_for(env_name))
+            {
+                let why = entry.message.take().unwrap_or_default();
+                entry.message = Some(format!("{why}; the value read before was removed"));
+            }
+            continue;
+        }
+        if entry.state != EntryState::Error {
             continue;
         }
         let Some(env_name) = &entry.env_name else {
             continue;
         };
-        if entry.state == EntryState::AccessDenied && denied_too_long.contains(env_name) {
-            let why = entry.message.take().unwrap_or_default();
-            entry.message = Some(format!(
-                "{why}; denied for longer than {} s, so the value was removed",
-                ACCESS_DENIED_GRACE.as_secs()
-            ));
-            continue;
-        }
         let key = secret_key_for(env_name);
         let Some(value) = previous.get(&key) else {
             continue;
@@ -249,9 +245,6 @@ pub fn keep_last_good(
         desired.content_hash = content_hash(&desired.data, &desired.env);
     }
 }
-
-/// How long a value whose secret answers `AccessDenied` is kept before it is removed.
-pub const ACCESS_DENIED_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Linux's limit on one environment string (`NAME=value` and its NUL): MAX_ARG_STRLEN.
 pub const MAX_ENV_STRING: usize = 128 * 1024;
@@ -575,11 +568,12 @@ mod tests {
     }
 
     #[test]
-    fn transient_errors_keep_the_last_good_value() {
+    fn transient_errors_keep_the_last_good_value_refusals_do_not() {
         let ok = desired_secret(
             &[
                 entry(EntryKind::Variable, "a", val("1")),
                 entry(EntryKind::Variable, "b", val("2")),
+                entry(EntryKind::Variable, "c", val("3")),
             ],
             Injection::Env,
             &BTreeMap::new(),
@@ -589,22 +583,26 @@ mod tests {
                 entry(
                     EntryKind::Variable,
                     "a",
-                    Fetched::Problem(
-                        EntryState::AccessDenied,
-                        "Secrets Manager: AccessDeniedException".into(),
-                    ),
+                    Fetched::Problem(EntryState::Error, "Secrets Manager: HTTP 500".into()),
                 ),
                 entry(
                     EntryKind::Variable,
                     "b",
                     Fetched::Problem(EntryState::NotFound, "gone".into()),
                 ),
+                entry(
+                    EntryKind::Variable,
+                    "c",
+                    Fetched::Problem(
+                        EntryState::AccessDenied,
+                        "Secrets Manager: AccessDeniedException".into(),
+                    ),
+                ),
             ],
             Injection::Env,
             &BTreeMap::new(),
         );
-        let fresh = now.clone();
-        keep_last_good(&mut now, &ok.data, &BTreeSet::new());
+        keep_last_good(&mut now, &ok.data);
         assert_eq!(
             now.data.get("AIRFLOW_VAR_A").map(String::as_str),
             Some("1"),
@@ -615,12 +613,12 @@ mod tests {
             "a deleted secret is not kept"
         );
         assert!(
-            now.entries[0]
-                .message
-                .as_ref()
-                .unwrap()
-                .contains("last good value is kept")
+            !now.data.contains_key("AIRFLOW_VAR_C"),
+            "a refused secret is not kept"
         );
+        let message = |i: usize| now.entries[i].message.clone().unwrap();
+        assert!(message(0).contains("last good value is kept"));
+        assert!(message(2).contains("value read before was removed"));
         assert_eq!(now.env.len(), 1);
         let only_a = desired_secret(
             &[entry(EntryKind::Variable, "a", val("1"))],
@@ -630,21 +628,6 @@ mod tests {
         assert_eq!(
             now.content_hash, only_a.content_hash,
             "same content, same hash: no rollout"
-        );
-        // Denied for longer than the grace period: the value leaves, and status says why.
-        let mut later = fresh;
-        keep_last_good(
-            &mut later,
-            &ok.data,
-            &BTreeSet::from(["AIRFLOW_VAR_A".to_string()]),
-        );
-        assert!(later.data.is_empty());
-        assert!(
-            later.entries[0]
-                .message
-                .as_ref()
-                .unwrap()
-                .contains("removed")
         );
     }
 

@@ -35,9 +35,10 @@ pub use patterns::{DiscoveryPatterns, Lookup};
 pub use view::ReaderKey;
 
 use crate::airflow::path;
-use crate::api::{AirflowSecretBindingSpec, EntryKind, EntryState, Source, VersionSelector};
+use crate::api::{AirflowSecretBindingSpec, EntryKind, EntryState, VersionSelector};
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{CallLabels, Calls};
+use crate::source::{Grant, Origin};
 use view::View;
 
 /// A failure that stops the whole resolution (the last good Secret is kept).
@@ -85,26 +86,6 @@ pub fn call_totals(calls: &Calls) -> [(&'static str, u64); 3] {
     out
 }
 
-/// What identifies a source: one view, one client, one rate limit per source.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SourceKey {
-    region: Option<String>,
-    role_arn: Option<String>,
-    external_id: Option<String>,
-    endpoint: Option<String>,
-}
-
-impl From<&Source> for SourceKey {
-    fn from(s: &Source) -> Self {
-        SourceKey {
-            region: s.region.clone(),
-            role_arn: s.role_arn.clone(),
-            external_id: s.external_id.clone(),
-            endpoint: s.endpoint.clone(),
-        }
-    }
-}
-
 /// How a binding reads: who it is (its values are kept while it refers to them), how old what
 /// it is served may be, and whether it must see the current state (a forced sync).
 #[derive(Debug, Clone)]
@@ -118,7 +99,7 @@ pub struct Reader {
 pub struct SecretsManager {
     base: aws_config::SdkConfig,
     limit: RateLimit,
-    views: Mutex<HashMap<SourceKey, Arc<View>>>,
+    views: Mutex<HashMap<Origin, Arc<View>>>,
     /// Calls made, by operation and outcome (`success` / `error`), as AWS bills them.
     pub calls: Calls,
     /// Bytes of secret values received (every value moved is exposure).
@@ -155,13 +136,12 @@ impl SecretsManager {
         }
     }
 
-    /// The view of a source; built once (an assumed role's credentials refresh themselves).
-    async fn view(&self, source: &Source) -> Arc<View> {
-        let key = SourceKey::from(source);
-        if let Some(v) = self.views.lock().expect("views").get(&key) {
+    /// The view of an origin; built once (an assumed role's credentials refresh themselves).
+    async fn view(&self, origin: &Origin) -> Arc<View> {
+        if let Some(v) = self.views.lock().expect("views").get(origin) {
             return v.clone();
         }
-        let client = self.client(source).await;
+        let client = self.client(origin).await;
         let view = Arc::new(View::new(
             client,
             limit::TokenBucket::new(self.limit),
@@ -170,12 +150,12 @@ impl SecretsManager {
         self.views
             .lock()
             .expect("views")
-            .entry(key)
+            .entry(origin.clone())
             .or_insert(view)
             .clone()
     }
 
-    async fn client(&self, source: &Source) -> Client {
+    async fn client(&self, origin: &Origin) -> Client {
         let mut b = aws_sdk_secretsmanager::config::Builder::from(&self.base)
             .retry_config(
                 aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
@@ -186,25 +166,28 @@ impl SecretsManager {
                     .operation_timeout(OPERATION_TIMEOUT)
                     .build(),
             );
-        if let Some(region) = &source.region {
+        if let Some(region) = &origin.region {
             b = b.region(aws_config::Region::new(region.clone()));
         }
-        if let Some(endpoint) = &source.endpoint {
+        if let Some(endpoint) = &origin.endpoint {
             b = b.endpoint_url(endpoint.clone());
         }
-        if let Some(role) = &source.role_arn {
+        if let Some(role) = &origin.role_arn {
             let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
                 .session_name(
-                    source
-                        .role_session_name
+                    origin
+                        .session_name
                         .clone()
-                        .unwrap_or_else(|| "airflow-secrets-operator".into()),
+                        .unwrap_or_else(|| crate::source::DEFAULT_SESSION_NAME.into()),
                 )
                 .configure(&self.base);
-            if let Some(region) = &source.region {
+            if !origin.session_tags.is_empty() {
+                p = p.tags(origin.session_tags.iter().cloned());
+            }
+            if let Some(region) = &origin.region {
                 p = p.region(aws_config::Region::new(region.clone()));
             }
-            if let Some(id) = &source.external_id {
+            if let Some(id) = &origin.external_id {
                 p = p.external_id(id.clone());
             }
             b = b.credentials_provider(
@@ -217,6 +200,7 @@ impl SecretsManager {
     /// Reads every entry of a spec now, sharing nothing (the `render` command).
     pub async fn resolve(
         &self,
+        grant: &Grant,
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
@@ -226,26 +210,30 @@ impl SecretsManager {
             direct: true,
         };
         let out = self
-            .resolve_for(&reader, spec, patterns, &|e| vec![false; e.len()])
+            .resolve_for(&reader, grant, spec, patterns, &|e| vec![false; e.len()])
             .await;
-        self.forget(&reader.key, &spec.source).await;
+        self.forget(&reader.key);
         out
     }
 
-    /// Resolves every entry of a binding through its source's shared view: explicit entries
-    /// first (in spec order), then discovered ones (sorted by id). First every entry's current
+    /// Resolves every entry of a binding through its origin's shared view, within its grant:
+    /// explicit entries first (in spec order), then discovered ones (sorted by id). Entries the
+    /// grant refuses are `AccessDenied` without any call; a discovery prefix it refuses is not
+    /// listed (the caller reports it: [`refused_listings`]). First every entry's current
     /// version is located (listings, version checks, direct reads); `held` then says which
     /// located entries the caller already holds for exactly that version: those stay
     /// [`Fetched::Held`] and are not read.
     pub async fn resolve_for(
         &self,
         reader: &Reader,
+        grant: &Grant,
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
         held: &(dyn Fn(&[ResolvedEntry]) -> Vec<bool> + Sync),
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
-        let view = self.view(&spec.source).await;
-        let mut out = self.locate(&view, reader, spec, patterns).await?;
+        let view = self.view(&grant.origin).await;
+        self.forget_except(&reader.key, Some(&grant.origin));
+        let mut out = self.locate(&view, reader, grant, spec, patterns).await?;
         let keep = held(&out);
         let unread = |e: &ResolvedEntry| matches!(e.outcome, Fetched::Held);
         let pairs: BTreeSet<(String, String)> = out
@@ -281,16 +269,22 @@ impl SecretsManager {
         &self,
         view: &View,
         reader: &Reader,
+        grant: &Grant,
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
     ) -> Result<Vec<ResolvedEntry>, ResolveError> {
         if !reader.direct {
             view.set_interval(&reader.key, reader.max_age);
         }
-        let discovered = self.discover(view, reader, spec, patterns).await?;
-        let wanted = wanted(spec);
-        let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) =
-            wanted.iter().partition(|w| !reader.direct && by_listing(w));
+        let discovered = self.discover(view, reader, grant, spec, patterns).await?;
+        let (wanted, refused) = admitted(grant, wanted(spec));
+        let readable: Vec<&Wanted> = wanted
+            .iter()
+            .filter(|w| !refused.contains_key(&w.secret_id))
+            .collect();
+        let (by_listing, direct): (Vec<&Wanted>, Vec<&Wanted>) = readable
+            .iter()
+            .partition(|w| !reader.direct && by_listing(w));
         let names: BTreeSet<String> = by_listing.iter().map(|w| w.secret_id.clone()).collect();
         // Without secretsmanager:ListSecrets, explicit names are read directly (as the first
         // version did): correct, only dearer.
@@ -300,13 +294,25 @@ impl SecretsManager {
         {
             Ok(v) => (v, direct),
             Err(ResolveError::Denied { .. }) if spec.discovery.is_none() => {
-                (BTreeMap::new(), wanted.iter().collect())
+                (BTreeMap::new(), readable.clone())
             }
             Err(e) => return Err(e),
         };
         let direct_read = self.read_direct(view, &direct).await?;
         let mut out = Vec::new();
         for w in &wanted {
+            if let Some(why) = refused.get(&w.secret_id) {
+                out.push(ResolvedEntry {
+                    kind: w.kind,
+                    name: w.name.clone(),
+                    config: w.config.clone(),
+                    secret_id: w.secret_id.clone(),
+                    version_id: None,
+                    outcome: Fetched::Problem(EntryState::AccessDenied, why.clone()),
+                    team: team_of(spec, w.kind),
+                });
+                continue;
+            }
             let direct_key = (w.secret_id.clone(), w.version.clone());
             let (version_id, outcome) = match direct_read.get(&direct_key) {
                 Some(r) if direct.iter().any(|d| std::ptr::eq(*d, w)) => r.clone(),
@@ -372,6 +378,7 @@ impl SecretsManager {
         &self,
         view: &View,
         reader: &Reader,
+        grant: &Grant,
         spec: &AirflowSecretBindingSpec,
         patterns: &DiscoveryPatterns,
     ) -> Result<Vec<(EntryKind, String, calls::Listed)>, ResolveError> {
@@ -379,35 +386,21 @@ impl SecretsManager {
         let Some(d) = &spec.discovery else {
             return Ok(out);
         };
-        for (kind, prefix, pattern) in [
-            (
-                EntryKind::Connection,
-                &d.connections_prefix,
-                &patterns.connections,
-            ),
-            (
-                EntryKind::Variable,
-                &d.variables_prefix,
-                &patterns.variables,
-            ),
-        ] {
-            let Some(prefix) = prefix else { continue };
-            if matches!(pattern, Lookup::Unusable) {
+        for (kind, _, prefix, filter) in listings(spec) {
+            let pattern = match kind {
+                EntryKind::Connection => &patterns.connections,
+                _ => &patterns.variables,
+            };
+            if matches!(pattern, Lookup::Unusable) || !grant.may_list(&filter) {
                 continue;
             }
-            let filter = path::list_filter(prefix, &d.sep);
-            // Airflow looks up `<prefix><sep><team>--<id>` for a team, and only under a prefix
-            // that is not empty.
-            let filter = match (&spec.team, filter) {
-                (Some(team), Some(f)) => format!("{f}{team}{}", path::TEAM_SEP),
-                (Some(_), None) => continue,
-                (None, f) => f.unwrap_or_default(),
-            };
             let listed = view
                 .listing(&self.calls, Some(&reader.key), &filter, reader.max_age)
                 .await?;
-            for l in listed.iter() {
-                let Some(id) = path::id_for_secret(prefix, &d.sep, &l.name) else {
+            // A listing returns names under its filter; one that does not (a lax or hostile
+            // endpoint) is not trusted with names outside the grant either.
+            for l in listed.iter().filter(|l| grant.admits_name(&l.name)) {
+                let Some(id) = path::id_for_secret(&prefix, &d.sep, &l.name) else {
                     continue;
                 };
                 let id = match &spec.team {
@@ -457,54 +450,68 @@ impl SecretsManager {
 
     /// Tells the view which explicit names a reader will check, before it reads: at start,
     /// every binding's names are registered first, so that one check serves them all.
-    pub async fn register(&self, reader: &ReaderKey, spec: &AirflowSecretBindingSpec) {
+    pub async fn register(
+        &self,
+        reader: &ReaderKey,
+        grant: &Grant,
+        spec: &AirflowSecretBindingSpec,
+    ) {
         let names: BTreeSet<String> = wanted(spec)
             .iter()
-            .filter(|w| by_listing(w))
+            .filter(|w| by_listing(w) && grant.admits(&w.secret_id).is_ok())
             .map(|w| w.secret_id.clone())
             .collect();
         if !names.is_empty() {
-            self.view(&spec.source).await.register(reader, names);
+            self.view(&grant.origin).await.register(reader, names);
         }
     }
 
-    /// Forgets a reader (its binding was deleted): its values leave the cache.
-    pub async fn forget(&self, reader: &ReaderKey, source: &Source) {
-        let view = self
+    /// Forgets a reader in every view but `except` (its binding was deleted, reads through
+    /// another origin now, or may not read at all): its values leave those caches.
+    pub fn forget_except(&self, reader: &ReaderKey, except: Option<&Origin>) {
+        let views: Vec<Arc<View>> = self
             .views
             .lock()
             .expect("views")
-            .get(&SourceKey::from(source))
-            .cloned();
-        if let Some(v) = view {
+            .iter()
+            .filter(|(o, _)| Some(*o) != except)
+            .map(|(_, v)| v.clone())
+            .collect();
+        for v in views.iter().filter(|v| v.knows(reader)) {
             v.forget(reader);
         }
     }
 
-    /// `DescribeSecret` of one id of a source (an event's check): its current version, no value.
+    /// Forgets a reader in every view.
+    pub fn forget(&self, reader: &ReaderKey) {
+        self.forget_except(reader, None);
+    }
+
+    /// `DescribeSecret` of one id of an origin (an event's check): its current version, no
+    /// value.
     pub async fn describe(
         &self,
-        source: &Source,
+        origin: &Origin,
         secret_id: &str,
     ) -> Result<Described, ResolveError> {
-        self.view(source)
+        self.view(origin)
             .await
             .api(&self.calls)
             .describe(secret_id)
             .await
     }
 
-    /// Records a check's result in the source's view ([`View::apply_described`]): changed
+    /// Records a check's result in the origin's view ([`View::apply_described`]): changed
     /// versions are then reported by [`SecretsManager::take_changed`]. Returns whether a cached
     /// listing gained or lost the secret.
     pub async fn apply_described(
         &self,
-        source: &Source,
+        origin: &Origin,
         current: Option<&str>,
         aliases: &[String],
         names: &[String],
     ) -> bool {
-        self.view(source)
+        self.view(origin)
             .await
             .apply_described(current, aliases, names)
     }
@@ -543,14 +550,14 @@ impl SecretsManager {
     /// Whether a binding must re-read on its own interval instead of being woken by the
     /// background refresh: some of its entries cannot be checked by a listing (ARNs, staged
     /// or pinned versions), or its source refuses listing by name.
-    pub fn polls(&self, spec: &AirflowSecretBindingSpec) -> bool {
+    pub fn polls(&self, origin: &Origin, spec: &AirflowSecretBindingSpec) -> bool {
         let wanted = wanted(spec);
         // An existing view only: a binding that never read (Backend mode) needs no client.
         let denied = || {
             self.views
                 .lock()
                 .expect("views")
-                .get(&SourceKey::from(&spec.source))
+                .get(origin)
                 .is_some_and(|v| v.listing_denied())
         };
         wanted.iter().any(|w| !by_listing(w)) || (!wanted.is_empty() && denied())
@@ -572,6 +579,67 @@ fn team_of(spec: &AirflowSecretBindingSpec, kind: EntryKind) -> Option<String> {
     (kind != EntryKind::Config)
         .then(|| spec.team.clone())
         .flatten()
+}
+
+/// The discovery listings of a spec: (kind, spec field, prefix, name filter). Airflow looks up
+/// `<prefix><sep><team>--<id>` for a team, and only under a prefix that is not empty.
+fn listings(spec: &AirflowSecretBindingSpec) -> Vec<(EntryKind, &'static str, String, String)> {
+    let Some(d) = &spec.discovery else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for (kind, field, prefix) in [
+        (
+            EntryKind::Connection,
+            "connectionsPrefix",
+            &d.connections_prefix,
+        ),
+        (EntryKind::Variable, "variablesPrefix", &d.variables_prefix),
+    ] {
+        let Some(prefix) = prefix else { continue };
+        let filter = match (&spec.team, path::list_filter(prefix, &d.sep)) {
+            (Some(team), Some(f)) => format!("{f}{team}{}", path::TEAM_SEP),
+            (Some(_), None) => continue,
+            (None, f) => f.unwrap_or_default(),
+        };
+        out.push((kind, field, prefix.clone(), filter));
+    }
+    out
+}
+
+/// Discovery listings the grant refuses (broader than what it allows), as AccessDenied status
+/// lines naming the spec field: nothing is listed for them.
+pub fn refused_listings(
+    grant: &Grant,
+    spec: &AirflowSecretBindingSpec,
+) -> Vec<crate::api::EntryStatus> {
+    let Some(allowed) = &grant.allowed else {
+        return vec![];
+    };
+    listings(spec)
+        .into_iter()
+        .filter(|(_, _, _, filter)| !allowed.may_list(filter))
+        .map(|(kind, field, prefix, filter)| crate::api::EntryStatus {
+            kind,
+            name: format!("spec.discovery.{field}"),
+            env_name: None,
+            secret_id: prefix,
+            version_id: None,
+            state: EntryState::AccessDenied,
+            message: Some(allowed.listing_refused(field, &filter)),
+        })
+        .collect()
+}
+
+/// The explicit entries the grant admits, and why each refused secret id is refused.
+fn admitted(grant: &Grant, wanted: Vec<Wanted>) -> (Vec<Wanted>, BTreeMap<String, String>) {
+    let mut refused = BTreeMap::new();
+    for w in &wanted {
+        if let Err(why) = grant.admits(&w.secret_id) {
+            refused.insert(w.secret_id.clone(), why);
+        }
+    }
+    (wanted, refused)
 }
 
 /// The explicit entries of a spec, in order.
@@ -616,4 +684,80 @@ fn by_listing(w: &Wanted) -> bool {
 /// Whether a version selector means `AWSCURRENT`.
 fn is_current(v: &VersionSelector) -> bool {
     v.version_id.is_none() && v.version_stage.as_deref().is_none_or(|s| s == "AWSCURRENT")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Allowed;
+
+    fn grant(prefixes: &[&str]) -> Grant {
+        Grant {
+            origin: Origin::default(),
+            allowed: Some(Allowed {
+                source: "teams".into(),
+                namespace: "a".into(),
+                name_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+                arn_patterns: vec![],
+            }),
+        }
+    }
+
+    fn spec(v: serde_json::Value) -> AirflowSecretBindingSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_listing_broader_than_the_grant_is_refused_naming_the_field() {
+        let s = spec(serde_json::json!({
+            "discovery": {"connectionsPrefix": "airflow", "variablesPrefix": "airflow/a/variables/"},
+            "target": {"injection": "SecretOnly"}
+        }));
+        let refused = refused_listings(&grant(&["airflow/a/"]), &s);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].name, "spec.discovery.connectionsPrefix");
+        assert_eq!(refused[0].state, EntryState::AccessDenied);
+        assert!(
+            refused[0]
+                .message
+                .as_ref()
+                .unwrap()
+                .contains("lists \"airflow/\"")
+        );
+        // Unrestricted, or allowed: nothing refused.
+        assert!(refused_listings(&Grant::inline(&s.source), &s).is_empty());
+        assert!(refused_listings(&grant(&[""]), &s).is_empty());
+    }
+
+    #[test]
+    fn a_team_lists_under_its_own_name_which_a_grant_may_allow() {
+        let s = spec(serde_json::json!({
+            "team": "ml-team",
+            "discovery": {"connectionsPrefix": "airflow/connections"},
+            "target": {"injection": "SecretOnly"}
+        }));
+        assert_eq!(
+            listings(&s)[0].3,
+            format!("airflow/connections/ml-team{}", path::TEAM_SEP)
+        );
+        assert!(refused_listings(&grant(&["airflow/connections/ml-team--"]), &s).is_empty());
+        assert_eq!(
+            refused_listings(&grant(&["airflow/connections/other--"]), &s).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn refused_explicit_ids_are_set_apart_with_their_reason() {
+        let s = spec(serde_json::json!({
+            "connections": [
+                {"connId": "mine", "secretId": "airflow/a/db"},
+                {"connId": "theirs", "secretId": "airflow/b/db"}
+            ],
+            "target": {"injection": "SecretOnly"}
+        }));
+        let (all, refused) = admitted(&grant(&["airflow/a/"]), wanted(&s));
+        assert_eq!(all.len(), 2);
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["airflow/b/db"]);
+    }
 }

@@ -732,6 +732,15 @@ impl View {
     }
 
     /// Forgets a reader (its binding was deleted): its values and the versions only it needed.
+    /// Whether the reader reads through this view (names, listings or values).
+    pub fn knows(&self, reader: &ReaderKey) -> bool {
+        let s = self.state();
+        s.names.contains_key(reader)
+            || s.refs.contains_key(reader)
+            || s.intervals.contains_key(reader)
+            || s.filters.contains_key(reader)
+    }
+
     pub fn forget(&self, reader: &ReaderKey) {
         let mut s = self.state();
         s.release(reader, &HashSet::new());

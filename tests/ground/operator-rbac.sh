@@ -13,7 +13,8 @@ source "$state/env"
 kubectl=("$ASO_KUBECTL" --kubeconfig "$KUBECONFIG")
 "${kubectl[@]}" create namespace aso-system >/dev/null
 "$ASO_HELM" install aso-e2e "$root/charts/airflow-secrets-operator" -n aso-system \
-  --set image.repository=example.invalid/airflow-secrets-operator --wait --timeout 60s >/dev/null
+  --set image.repository=example.invalid/airflow-secrets-operator \
+  --set sources.allowInline=true --wait --timeout 60s >/dev/null
 sa=$("${kubectl[@]}" -n aso-system get deployment -l app.kubernetes.io/instance=aso-e2e \
   -o 'jsonpath={.items[0].spec.template.spec.serviceAccountName}')
 [[ -n $sa ]] || { echo "[operator-rbac] ERROR: the chart's Deployment names no ServiceAccount" >&2; exit 1; }

@@ -53,6 +53,8 @@ pub struct Call {
     pub operation: String,
     /// The fault in force when it arrived.
     pub fault: Fault,
+    /// The request body (JSON for Secrets Manager, a form for STS).
+    pub body: String,
 }
 
 struct Shared {
@@ -152,6 +154,13 @@ pub fn gaps(calls: &[Call]) -> Vec<Duration> {
         .collect()
 }
 
+/// A value of a form-encoded body (`application/x-www-form-urlencoded`), decoded.
+pub fn form(body: &str, key: &str) -> Option<String> {
+    form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
 fn aws_error(status: u16, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({"__type": code, "message": message}).to_string();
     Response::builder()
@@ -167,17 +176,21 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let body = axum::body::to_bytes(body, 64 << 20)
         .await
         .expect("read the request body");
+    let text = String::from_utf8_lossy(&body).into_owned();
+    // Secrets Manager names the operation in a header, STS (a query protocol) in the form.
     let operation = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(|t| t.rsplit('.').next().unwrap_or(t).to_string())
+        .or_else(|| form(&text, "Action"))
         .unwrap_or_default();
     let fault = *shared.fault.lock().unwrap();
     shared.calls.lock().unwrap().push(Call {
         at: Instant::now(),
         operation,
         fault,
+        body: text,
     });
     match fault {
         Fault::Pass => {}

@@ -248,11 +248,21 @@ impl Operator {
     /// Starts the operator for a list of namespaces (`--namespaces a,b`) with `kubeconfig`'s
     /// identity.
     pub fn start_in(namespaces: &[&str], kubeconfig: &std::path::Path) -> Operator {
+        Self::start_in_with(namespaces, kubeconfig, &[], &[])
+    }
+
+    /// [`Operator::start_in`] with extra arguments and environment.
+    pub fn start_in_with(
+        namespaces: &[&str],
+        kubeconfig: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Operator {
         let list = namespaces.join(",");
         Self::spawn(
             &["--namespaces", &list],
-            &[],
-            &[],
+            args,
+            envs,
             kubeconfig,
             namespaces.first().copied().unwrap_or("all"),
         )
@@ -272,11 +282,19 @@ impl Operator {
             .local_addr()
             .unwrap()
             .port();
+        // Most tests name the emulator (or a fault proxy) inline in spec.source.endpoint; those
+        // of tenancy say otherwise.
+        let inline: &[&str] = if args.iter().any(|a| a.starts_with("--allow-inline-sources")) {
+            &[]
+        } else {
+            &["--allow-inline-sources=true"]
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_airflow-secrets-operator"))
             .env("KUBECONFIG", kubeconfig)
             .arg("run")
             .args(scope)
             .args(["--http-address", &format!("127.0.0.1:{port}")])
+            .args(inline)
             .args(args)
             .env("RUST_LOG", "info,airflow_secrets_operator=debug")
             .envs(envs.iter().copied())
