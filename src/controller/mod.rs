@@ -13,7 +13,10 @@
 pub mod binding;
 pub mod index;
 pub mod labelled;
+pub mod lenient;
 pub mod owners;
+#[cfg(test)]
+mod props;
 pub mod scope;
 pub mod workload;
 
@@ -137,7 +140,11 @@ impl Context {
 /// a namespace of the scope.
 pub async fn ensure_crd(client: &Client, scope: &Scope) -> anyhow::Result<()> {
     for bindings in scope.apis::<AirflowSecretBinding>(client) {
-        if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
+        // Metadata only: a binding this version cannot read must not stop the start.
+        if let Err(e) = bindings
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+        {
             let place = bindings.namespace().unwrap_or("all namespaces").to_string();
             anyhow::bail!(
                 "cannot list AirflowSecretBindings in {place} ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`) and may the operator read there?"
@@ -207,7 +214,9 @@ async fn watch_bindings(
 )> {
     let (reader, writer) = reflector::store();
     let events = on_own_task(
-        scope::reflect(
+        // Decoded one by one: a binding this version cannot read is reported, not a failed
+        // list of every binding (lenient).
+        scope::reflect_as::<lenient::Lenient, _, _>(
             client,
             scope,
             watcher::Config::default().any_semantic(),
@@ -222,10 +231,12 @@ async fn watch_bindings(
         }),
     );
     reader.wait_until_ready().await?;
-    for b in reader.state() {
-        secrets_manager
-            .register(&binding::key_of(&b), &b.spec)
-            .await;
+    for b in reader
+        .state()
+        .iter()
+        .filter(|b| lenient::unreadable(b).is_none())
+    {
+        secrets_manager.register(&binding::key_of(b), &b.spec).await;
     }
     Ok((reader, events))
 }
@@ -412,6 +423,11 @@ async fn reconcile_binding(
     let labels = binding::labels(&binding);
     let ns = binding.namespace().unwrap_or_default();
     let api: Api<AirflowSecretBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(why) = lenient::unreadable(&binding) {
+        let result = lenient::reconcile(&binding, &ctx, why).await;
+        ctx.metrics.reconciles.get_or_create(&labels).inc();
+        return result;
+    }
     let result = finalizer(&api, FINALIZER, binding, |event| async {
         match event {
             Finalizer::Apply(b) => binding::apply(&b, &ctx).await,
