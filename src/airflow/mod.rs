@@ -12,6 +12,8 @@ pub mod connection;
 pub mod names;
 pub mod path;
 pub mod pattern;
+#[cfg(test)]
+mod props;
 
 /// Python's `str.isspace()`: Unicode White_Space plus the ASCII information separators
 /// U+001C..U+001F, which Python counts as whitespace and Rust's `char::is_whitespace` does not.

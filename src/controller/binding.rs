@@ -78,13 +78,42 @@ pub(super) fn controlled_by<K: Resource>(object: &K, binding: &AirflowSecretBind
 }
 
 fn refresh_interval(binding: &AirflowSecretBinding) -> Duration {
-    binding
-        .spec
-        .refresh_interval
-        .parse::<kube::core::Duration>()
-        .map(Duration::from)
+    refresh_interval_of(&binding.spec.refresh_interval)
+}
+
+/// `spec.refreshInterval` as the controller uses it: at least 1 s; 1 h when it cannot be read.
+/// Read as the CRD's pattern writes it (`1h30m`, `2.5s`, `500ms`) into a duration of at most
+/// Go's (about 292 years; its CEL rule accepts no more), with checked arithmetic: kube's parser
+/// panics on a term that overflows (`99999999999999999999999h`) or is negative.
+pub fn refresh_interval_of(text: &str) -> Duration {
+    parse_interval(text)
         .unwrap_or(Duration::from_secs(3600))
         .max(Duration::from_secs(1))
+}
+
+fn parse_interval(text: &str) -> Option<Duration> {
+    static TERM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)").expect("a valid regex")
+    });
+    // Go's largest duration, i64::MAX nanoseconds.
+    let max = Duration::from_nanos(i64::MAX as u64);
+    let (mut rest, mut total) = (text, Duration::ZERO);
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let term = TERM.captures(rest)?;
+        let unit = match &term[2] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            _ => 3600.0,
+        };
+        let value: f64 = term[1].parse().ok()?;
+        total = total.checked_add(Duration::try_from_secs_f64(value * unit).ok()?)?;
+        rest = &rest[term[0].len()..];
+    }
+    (total <= max).then_some(total)
 }
 
 pub(super) fn labels(binding: &AirflowSecretBinding) -> BindingLabels {

@@ -13,7 +13,10 @@
 pub mod binding;
 pub mod index;
 pub mod labelled;
+pub mod lenient;
 pub mod owners;
+#[cfg(test)]
+mod props;
 pub mod scope;
 pub mod sources;
 pub mod workload;
@@ -140,7 +143,7 @@ impl Context {
 /// a namespace of the scope, or the source API and namespaces cannot be listed.
 pub async fn ensure_crd(client: &Client, scope: &Scope) -> anyhow::Result<()> {
     let sources: Api<crate::api::AirflowSecretSource> = Api::all(client.clone());
-    if let Err(e) = sources.list(&ListParams::default().limit(1)).await {
+    if let Err(e) = sources.list_metadata(&ListParams::default().limit(1)).await {
         anyhow::bail!(
             "cannot list AirflowSecretSources ({e}); are the CRDs of this version installed (`airflow-secrets-operator crd | kubectl apply --server-side -f -`) and may the operator read them?"
         );
@@ -155,7 +158,11 @@ pub async fn ensure_crd(client: &Client, scope: &Scope) -> anyhow::Result<()> {
         );
     }
     for bindings in scope.apis::<AirflowSecretBinding>(client) {
-        if let Err(e) = bindings.list(&ListParams::default().limit(1)).await {
+        // Metadata only: a binding this version cannot read must not stop the start.
+        if let Err(e) = bindings
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+        {
             let place = bindings.namespace().unwrap_or("all namespaces").to_string();
             anyhow::bail!(
                 "cannot list AirflowSecretBindings in {place} ({e}); is the CRD installed (`airflow-secrets-operator crd | kubectl apply -f -`) and may the operator read there?"
@@ -226,7 +233,9 @@ async fn watch_bindings(
 )> {
     let (reader, writer) = reflector::store();
     let events = on_own_task(
-        scope::reflect(
+        // Decoded one by one: a binding this version cannot read is reported, not a failed
+        // list of every binding (lenient).
+        scope::reflect_as::<lenient::Lenient, _, _>(
             client,
             scope,
             watcher::Config::default().any_semantic(),
@@ -241,10 +250,14 @@ async fn watch_bindings(
         }),
     );
     reader.wait_until_ready().await?;
-    for b in reader.state() {
-        if let Ok(grant) = sources.grant(&b) {
+    for b in reader
+        .state()
+        .iter()
+        .filter(|b| lenient::unreadable(b).is_none())
+    {
+        if let Ok(grant) = sources.grant(b) {
             secrets_manager
-                .register(&binding::key_of(&b), &grant, &b.spec)
+                .register(&binding::key_of(b), &grant, &b.spec)
                 .await;
         }
     }
@@ -438,6 +451,11 @@ async fn reconcile_binding(
     let labels = binding::labels(&binding);
     let ns = binding.namespace().unwrap_or_default();
     let api: Api<AirflowSecretBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(why) = lenient::unreadable(&binding) {
+        let result = lenient::reconcile(&binding, &ctx, why).await;
+        ctx.metrics.reconciles.get_or_create(&labels).inc();
+        return result;
+    }
     let result = finalizer(&api, FINALIZER, binding, |event| async {
         match event {
             Finalizer::Apply(b) => binding::apply(&b, &ctx).await,

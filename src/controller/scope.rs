@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use futures::TryStreamExt;
 use futures::stream::{BoxStream, StreamExt, select_all};
 use kube::api::Api;
 use kube::runtime::reflector::store::Writer;
@@ -94,24 +95,59 @@ where
     <K as Resource>::DynamicType: Default + Clone + Eq + std::hash::Hash,
     F: FnMut(&mut K) + Clone + Send + 'static,
 {
-    let apis = scope.apis::<K>(client);
+    reflect_as::<K, K, F>(client, scope, config, modify, writer)
+}
+
+/// [`reflect`], with the objects decoded as `D` and turned into `K`: a `D` whose decoding
+/// never fails (such as [`super::lenient::Lenient`]) keeps one object this version cannot read
+/// from failing the list, and so the watch, of every other object.
+pub fn reflect_as<D, K, F>(
+    client: &Client,
+    scope: &Scope,
+    config: watcher::Config,
+    modify: F,
+    writer: Writer<K>,
+) -> Events<K>
+where
+    D: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    <D as Resource>::DynamicType: Default,
+    K: From<D>
+        + Lookup<DynamicType = <K as Resource>::DynamicType>
+        + Resource
+        + Clone
+        + fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    <K as Resource>::DynamicType: Default + Clone + Eq + std::hash::Hash,
+    F: FnMut(&mut K) + Clone + Send + 'static,
+{
+    let apis = scope.apis::<D>(client);
+    let decoded =
+        |api: Api<D>, config: watcher::Config| watcher(api, config).map_ok(convert::<D, K>);
     let Scope::Namespaces(names) = scope else {
         let api = apis.into_iter().next().expect("one API for all namespaces");
-        return watcher(api, config)
+        return decoded(api, config)
             .default_backoff()
             .modify(modify)
             .reflect(writer)
             .boxed();
     };
     if let [api] = &apis[..] {
-        return watcher(api.clone(), config)
+        return decoded(api.clone(), config)
             .default_backoff()
             .modify(modify)
             .reflect(writer)
             .boxed();
     }
     let tagged = apis.into_iter().enumerate().map(|(i, api)| {
-        watcher(api, config.clone())
+        decoded(api, config.clone())
             .default_backoff()
             .modify(modify.clone())
             .map(move |event| (i, event))
@@ -121,6 +157,18 @@ where
     select_all(tagged)
         .map(move |(i, event)| event.map(|e| merge.apply(i, e)))
         .boxed()
+}
+
+/// A watcher event of `D` as one of `K`.
+fn convert<D, K: From<D>>(event: watcher::Event<D>) -> watcher::Event<K> {
+    use watcher::Event;
+    match event {
+        Event::Apply(o) => Event::Apply(o.into()),
+        Event::Delete(o) => Event::Delete(o.into()),
+        Event::Init => Event::Init,
+        Event::InitApply(o) => Event::InitApply(o.into()),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// One store fed by one watcher per namespace: each namespace's relist replaces only that
