@@ -446,9 +446,18 @@ async fn render(
     })
 }
 
+/// Log targets capped at `debug` whatever RUST_LOG says: at `trace` they print whole HTTP
+/// bodies and decoded outputs, and an SQS message (a change event) may carry a secret value (a
+/// CloudTrail event of a trail that records request data). Secrets Manager's own answers are
+/// marked sensitive by the SDK and not printed even there.
+const BODY_LOGGERS: &[&str] = &["aws_smithy_runtime", "aws_smithy_runtime_api"];
+
 fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in BODY_LOGGERS {
+        filter = filter.add_directive(format!("{target}=debug").parse().expect("a directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

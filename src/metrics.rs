@@ -39,6 +39,14 @@ pub struct EventLabels {
     pub outcome: &'static str,
 }
 
+/// What the operator keeps in memory, by cache: the shared Secrets Manager view's `listings`,
+/// `versions` and `values`, the `bindings` it tracks and the `owned_secrets` it indexes. Under
+/// churn they return to their baseline (tests/churn.rs).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: &'static str,
+}
+
 /// Every metric of the operator.
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +67,8 @@ pub struct Metrics {
     pub event_to_secret: Histogram,
     /// From an event's arrival in the queue to the Deployments carrying the new content.
     pub event_to_rollout: Histogram,
+    /// Sizes of the operator's caches, updated every second.
+    pub cache_entries: Family<CacheLabels, Gauge>,
 }
 
 impl Metrics {
@@ -136,7 +146,14 @@ impl Metrics {
             "From a change event's arrival in the queue to the Deployments carrying the new content",
             event_to_rollout.clone(),
         );
+        let cache_entries = Family::default();
+        registry.register(
+            "cache_entries",
+            "Entries of the operator's caches (listings, versions, values of the Secrets Manager view; bindings tracked; owned Secrets indexed)",
+            cache_entries.clone(),
+        );
         Arc::new(Metrics {
+            cache_entries,
             registry,
             events,
             event_to_secret,
@@ -163,6 +180,15 @@ impl Metrics {
                 binding: binding.binding.clone(),
                 state: format!("{state:?}"),
             });
+        }
+    }
+
+    /// Records the caches' sizes.
+    pub fn set_cache_sizes(&self, sizes: &[(&'static str, usize)]) {
+        for (cache, n) in sizes {
+            self.cache_entries
+                .get_or_create(&CacheLabels { cache })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 

@@ -672,6 +672,7 @@ fn dashboard_queries_the_operators_metrics() {
             state: "Synced".into(),
         })
         .set(1);
+    m.set_cache_sizes(&[("values", 1)]);
     let metrics = m.encode();
     let mut families = Vec::new();
     for line in metrics.lines() {
@@ -688,7 +689,7 @@ fn dashboard_queries_the_operators_metrics() {
             families.push((name.to_string(), samples));
         }
     }
-    assert_eq!(families.len(), 12, "families exposed: {families:?}");
+    assert_eq!(families.len(), 13, "families exposed: {families:?}");
     let exposed: BTreeSet<&str> = families
         .iter()
         .flat_map(|(_, s)| s.iter().map(String::as_str))

@@ -407,7 +407,21 @@ async fn refresh(ctx: Arc<Context>) {
         tick.tick().await;
         ctx.secrets_manager.refresh().await;
         ctx.wake_changed();
+        record_cache_sizes(&ctx);
     }
+}
+
+/// Publishes the sizes of what the operator holds per binding and per secret.
+fn record_cache_sizes(ctx: &Context) {
+    let (listings, versions, values) = ctx.secrets_manager.cache_sizes();
+    let bindings = ctx.index.lock().expect("index").bindings.len();
+    ctx.metrics.set_cache_sizes(&[
+        ("listings", listings),
+        ("versions", versions),
+        ("values", values),
+        ("bindings", bindings),
+        ("owned_secrets", ctx.owners.len()),
+    ]);
 }
 
 /// Exponential backoff with jitter: 1 s, 2 s, 4 s, … up to 5 min.
@@ -451,24 +465,39 @@ async fn reconcile_binding(
     let labels = binding::labels(&binding);
     let ns = binding.namespace().unwrap_or_default();
     let api: Api<AirflowSecretBinding> = Api::namespaced(ctx.client.clone(), &ns);
+    // A released binding's series were removed by its cleanup: counting would bring one back.
+    let deleting = binding.metadata.deletion_timestamp.is_some();
+    let count = |ctx: &Context| {
+        if !deleting {
+            ctx.metrics.reconciles.get_or_create(&labels).inc();
+        }
+    };
     if let Some(why) = lenient::unreadable(&binding) {
-        let result = lenient::reconcile(&binding, &ctx, why).await;
-        ctx.metrics.reconciles.get_or_create(&labels).inc();
-        return result;
+        count(&ctx);
+        return lenient::reconcile(&binding, &ctx, why).await;
     }
+    count(&ctx);
     let result = finalizer(&api, FINALIZER, binding, |event| async {
         match event {
             Finalizer::Apply(b) => binding::apply(&b, &ctx).await,
             Finalizer::Cleanup(b) => binding::cleanup(&b, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    result
+    match result {
+        // The binding is gone already (a second cleanup, started from a cache that had not yet
+        // seen the deletion): nothing is left to do, and no error to count for it.
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(e)))
+        | Err(kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(e)))
+            if e.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        r => r.map_err(|e| Error::Finalizer(Box::new(e))),
+    }
 }
 
 #[cfg(test)]

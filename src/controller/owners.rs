@@ -46,6 +46,16 @@ impl Owners {
             .unwrap_or_default()
     }
 
+    /// How many Secrets are noted, under all bindings.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(BTreeSet::len).sum()
+    }
+
+    /// Whether nothing is noted.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     fn prune(&self, uid: &str, gone: &[SecretRef]) {
         if gone.is_empty() {
             return;

@@ -754,7 +754,19 @@ impl View {
                 s.failing_filters.remove(&f);
             }
         }
-        let names: HashSet<String> = s.names.values().flatten().cloned().collect();
+        let names: BTreeSet<String> = s.names.values().flatten().cloned().collect();
+        // Listings made to check names (not a reader's discovery) go with the last name under
+        // them.
+        let used: HashSet<String> = s.filters.values().flatten().cloned().collect();
+        let needed = |prefix: &String| {
+            used.contains(prefix)
+                || names
+                    .range(prefix.clone()..)
+                    .next()
+                    .is_some_and(|n| n.starts_with(prefix.as_str()))
+        };
+        s.listings.retain(|prefix, _| needed(prefix));
+        s.prefix_sizes.retain(|prefix, _| needed(prefix));
         let listed: HashSet<String> = s
             .listings
             .values()
