@@ -481,6 +481,7 @@ pub fn default_sep() -> String {
 /// Which Secret to write and where to inject it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("self.injection == 'SecretOnly' || has(self.workloads)").message("target.workloads is required unless target.injection is SecretOnly").field_path(".workloads"))]
+#[x_kube(validation = Rule::new("!has(self.backendNamespace) || self.injection == 'KubernetesBackend'").message("target.backendNamespace is where injection KubernetesBackend writes its labelled Secrets: set injection KubernetesBackend or remove it").field_path(".backendNamespace"))]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Name of the managed Secret (default: `<binding name>-airflow`). The operator never takes
@@ -521,11 +522,31 @@ pub struct Target {
     /// way Airflow's `KubernetesSecretsBackend` (apache-airflow-providers-cncf-kubernetes) looks
     /// them up (`airflow.apache.org/connection-id` / `variable-key`, data key `value`), points
     /// the workloads' `[secrets] backend` and `[workers] secrets_backend` at that backend in this
-    /// namespace, and grants their ServiceAccounts `list` on Secrets here: a rotation updates one
+    /// namespace (or `backendNamespace`), and grants their ServiceAccounts `list` on Secrets
+    /// there: a rotation updates one
     /// Secret and restarts nothing (the agents read it at their next lookup). Config entries are
     /// injected as env (Airflow reads its config at start).
     #[serde(default)]
     pub injection: Injection,
+
+    /// With `injection: KubernetesBackend`, the namespace that holds the labelled Secrets
+    /// (default: the binding's own). The backend's kwargs name it, and the workloads'
+    /// ServiceAccounts may list Secrets there only, not in their own namespace. The namespace
+    /// must be annotated `airflow-secrets.io/backend-for` with the binding's namespace among its
+    /// comma-separated names (`*`: any), by whoever administers namespaces; otherwise the
+    /// binding is Ready=False `BackendNamespaceRefused` and nothing is written there. An
+    /// operator limited to some namespaces (`--namespaces`) must watch it too. The Secrets,
+    /// Role and RoleBinding there carry no owner reference (none can cross namespaces): they
+    /// are labelled `airflow-secrets.io/binding` and `airflow-secrets.io/binding-namespace`, only
+    /// objects so labelled are touched, and the operator deletes them when the binding stops
+    /// targeting the namespace and when it is deleted (the Secrets are kept, unlabelled, with
+    /// `deletionPolicy: Retain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub backend_namespace: Option<String>,
 
     /// Roll the workloads when the content changes (default true), through a pod-template
     /// annotation carrying the content hash.

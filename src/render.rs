@@ -156,10 +156,15 @@ pub async fn render(
         sm.resolve(&grant, &binding.spec, &patterns).await?
     };
     let k8s_backend = binding.spec.target.injection == Injection::KubernetesBackend;
+    let own_ns = binding.metadata.namespace.as_deref().unwrap_or("default");
+    let target_ns = binding
+        .spec
+        .target
+        .backend_namespace
+        .as_deref()
+        .unwrap_or(own_ns);
     if k8s_backend {
-        entries.extend(labelled::backend_entries(
-            binding.metadata.namespace.as_deref().unwrap_or("default"),
-        ));
+        entries.extend(labelled::backend_entries(target_ns));
     }
     let mut d = content::desired_secret(
         &entries,
@@ -175,7 +180,12 @@ pub async fn render(
             binding.spec.team.as_deref(),
         );
         let name = binding.metadata.name.as_deref().unwrap_or_default();
-        let moved = labelled::take_labelled(&mut d, name, binding.spec.team.as_deref());
+        let placement = labelled::Placement {
+            binding: name,
+            namespace: own_ns,
+            target: target_ns,
+        };
+        let moved = labelled::take_labelled(&mut d, placement, binding.spec.team.as_deref());
         content::rehash(&mut d);
         values = d.data.clone();
         values.extend(moved.into_iter().map(|l| (l.content_key, l.value)));

@@ -167,6 +167,19 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
             vec!["spec.sourceRef.name"],
         ),
         (
+            "backend-namespace-without-kubernetes-backend",
+            json!({"connections": conn(), "target": {"workloads": {"names": ["x"]}, "backendNamespace": "store"}}),
+            vec![
+                "spec.target.backendNamespace",
+                "set injection KubernetesBackend",
+            ],
+        ),
+        (
+            "bad-backend-namespace",
+            json!({"connections": conn(), "target": {"workloads": {"names": ["x"]}, "injection": "KubernetesBackend", "backendNamespace": "Not.A.Namespace"}}),
+            vec!["spec.target.backendNamespace"],
+        ),
+        (
             "bad-deletion-policy",
             json!({"connections": conn(), "deletionPolicy": "Orphan", "target": valid_target()}),
             vec!["spec.deletionPolicy"],

@@ -571,3 +571,357 @@ async fn a_team_binding_delivers_what_airflow_looks_up_for_that_team() {
     drop(op);
     delete_namespace(&client, &ns).await;
 }
+
+/// Whether `system:serviceaccount:<ns>:<sa>` may list Secrets in `at` (the API server's own
+/// authorizer, through `kubectl auth can-i`).
+fn sa_can_list_secrets(ns: &str, sa: &str, at: &str) -> bool {
+    let out = std::process::Command::new(ground_var("ASO_KUBECTL"))
+        .args([
+            "auth",
+            "can-i",
+            "list",
+            "secrets",
+            "-n",
+            at,
+            "--as",
+            &format!("system:serviceaccount:{ns}:{sa}"),
+        ])
+        .output()
+        .expect("kubectl auth can-i");
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+/// The operator's Roles and RoleBindings in `ns`, by name.
+async fn grants(client: &Client, ns: &str) -> (Vec<String>, Vec<String>) {
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=airflow-secrets-operator");
+    let roles = Api::<Role>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.name_any())
+        .collect();
+    (roles, bindings)
+}
+
+/// `spec.target.backendNamespace`: the labelled Secrets, and the agents' grant to list Secrets,
+/// live in a namespace of their own, so that the agents cannot list the Secrets of theirs.
+/// Refused until that namespace's annotation names the binding's namespace; then Airflow's real
+/// KubernetesSecretsBackend, run as the agents' ServiceAccount, reads there; a rotation updates
+/// one Secret and rolls nothing; a second binding from another namespace cannot label the same
+/// id there; moving back to the binding's namespace and deleting the binding leave nothing
+/// behind in either namespace.
+#[tokio::test]
+async fn a_dedicated_backend_namespace_holds_the_secrets_and_only_it_may_be_listed() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = namespace(&client, "k8s-bns").await;
+    let store = namespace(&client, "k8s-bns-store").await;
+    let other = namespace(&client, "k8s-bns-other").await;
+    helm_install_agent(&ns, "astro-agent", &agents());
+    let sm = secrets_manager().await;
+    let p = format!("k8s-bns-{ns}");
+    put_secret(
+        &sm,
+        &format!("{p}/connections/my_db"),
+        "postgresql://u:CANARY@db:5432/app",
+    )
+    .await;
+    put_secret(&sm, &format!("{p}/variables/Flag.1"), "on").await;
+    let kubeconfig = ground_var("ASO_OPERATOR_KUBECONFIG");
+    let op = Operator::start_in(&[&ns, &store, &other], std::path::Path::new(&kubeconfig));
+    let spec_every = |backend: Option<&str>, interval: &str| {
+        let mut target =
+            json!({"workloads": {"helmRelease": "astro-agent"}, "injection": "KubernetesBackend"});
+        if let Some(b) = backend {
+            target["backendNamespace"] = json!(b);
+        }
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "discovery": {
+                    "connectionsPrefix": format!("{p}/connections"),
+                    "variablesPrefix": format!("{p}/variables")
+                },
+                "target": target,
+                "refreshInterval": interval
+            }
+        })
+    };
+    let spec = |backend: Option<&str>| spec_every(backend, "2s");
+    // An interval of an hour: what wakes the binding below is the namespace's change.
+    apply_binding(&client, &ns, spec_every(Some(&store), "1h")).await;
+
+    // Refused while the namespace does not name the binding's: nothing is written there.
+    let message = eventually("BackendNamespaceRefused", T, || async {
+        let s = binding_status(&client, &ns, "agents").await?;
+        let c = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (c.reason == "BackendNamespaceRefused").then(|| (c.status.clone(), c.message.clone()))
+    })
+    .await;
+    assert_eq!(message.0, "False");
+    for part in [
+        store.as_str(),
+        "airflow-secrets.io/backend-for",
+        "spec.target.backendNamespace",
+        ns.as_str(),
+    ] {
+        assert!(message.1.contains(part), "{part} in {}", message.1);
+    }
+    assert!(labelled(&client, &store).await.is_empty());
+    assert!(labelled(&client, &ns).await.is_empty());
+    assert_eq!(grants(&client, &store).await, (vec![], vec![]));
+
+    // The namespace's administrator admits the binding's namespace: the binding is woken by
+    // the annotation's change.
+    let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    let admit = |names: String| {
+        let namespaces = namespaces.clone();
+        let store = store.clone();
+        async move {
+            namespaces
+                .patch(
+                    &store,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"annotations": {"airflow-secrets.io/backend-for": names}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // Past the wake-ups of the refusal itself (its Deployments report back 1.5 s later).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    admit(format!("unrelated, {ns},{other}")).await;
+    eventually("agents Ready", T, || async {
+        let r = ready_reason(&client, &ns, "agents").await?;
+        (r.0 == "True").then_some(r)
+    })
+    .await;
+    apply_binding(&client, &ns, spec(Some(&store))).await;
+    let conn = (
+        "airflow.apache.org/connection-id".to_string(),
+        "my_db".to_string(),
+    );
+    let found = eventually("the labelled Secrets in the store namespace", T, || async {
+        let f = labelled(&client, &store).await;
+        (f.len() == 2).then_some(f)
+    })
+    .await;
+    assert_eq!(found[&conn].1, "postgresql://u:CANARY@db:5432/app");
+    assert!(
+        labelled(&client, &ns).await.is_empty(),
+        "none in the agents' namespace"
+    );
+    let s = Api::<Secret>::namespaced(client.clone(), &store)
+        .get(&found[&conn].0)
+        .await
+        .unwrap();
+    assert_eq!(s.labels()["airflow-secrets.io/binding"], "agents");
+    assert_eq!(s.labels()["airflow-secrets.io/binding-namespace"], ns);
+    assert!(
+        s.owner_references().is_empty(),
+        "no owner across namespaces"
+    );
+
+    // The agents' config names the store namespace; their ServiceAccount may list Secrets
+    // there, and not in its own namespace.
+    let dep = eventually("the kwargs on the worker", T, || async {
+        let dep = Api::<Deployment>::namespaced(client.clone(), &ns)
+            .get(TARGETED[0])
+            .await
+            .ok()?;
+        let refs = env_refs(&dep, &pod(&dep).containers[0].name);
+        let data = secret_text(&client, &ns, "agents-airflow").await?;
+        let kwargs: serde_json::Value =
+            serde_json::from_str(data.get("AIRFLOW__SECRETS__BACKEND_KWARGS")?).ok()?;
+        let wired = [
+            "AIRFLOW__SECRETS__BACKEND_KWARGS",
+            "AIRFLOW__WORKERS__SECRETS_BACKEND",
+            "AIRFLOW__WORKERS__SECRETS_BACKEND_KWARGS",
+        ]
+        .iter()
+        .all(|n| refs.contains_key(*n));
+        (wired && kwargs == json!({"namespace": store})).then_some(dep)
+    })
+    .await;
+    assert_eq!(
+        airflow_config_of(&client, &ns, &dep).await,
+        json!([CLASS, {"namespace": store}, CLASS, {"namespace": store}])
+    );
+    let sa = pod(&dep)
+        .service_account_name
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let access = format!("{ns}.agents-backend-access");
+    eventually("the agents may list Secrets in the store", T, || async {
+        sa_can_list_secrets(&ns, &sa, &store).then_some(())
+    })
+    .await;
+    assert!(
+        !sa_can_list_secrets(&ns, &sa, &ns),
+        "{sa} may not list the Secrets of its own namespace"
+    );
+    assert_eq!(
+        grants(&client, &store).await,
+        (vec![access.clone()], vec![access.clone()])
+    );
+    assert_eq!(grants(&client, &ns).await, (vec![], vec![]));
+
+    // Airflow's real KubernetesSecretsBackend, as the agents' ServiceAccount, reads the store.
+    let as_agent = impersonating_kubeconfig(&ns, &sa);
+    let lookups_as_agent = |lookups: serde_json::Value| {
+        let python = format!("{}/bin/python", ground_var("ASO_AIRFLOW33_VENV"));
+        let script = repo_root().join("tests/golden/k8s_backend_oracle.py");
+        let out = pipe(
+            &python,
+            &[script.to_str().unwrap(), as_agent.to_str().unwrap(), &store],
+            lookups.to_string().as_bytes(),
+            "KubernetesSecretsBackend oracle as the agent",
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("oracle JSON");
+        v["results"].as_array().unwrap().clone()
+    };
+    let got = lookups_as_agent(json!([
+        {"kind": "connection", "id": "my_db"},
+        {"kind": "variable", "id": "Flag.1"}
+    ]));
+    for class in ["core", "sdk"] {
+        assert_eq!(got[0][class]["password"], "CANARY", "{got:?}");
+    }
+    assert_eq!(got[1]["value"], "on", "{got:?}");
+
+    // A rotation updates one Secret in the store and rolls nothing.
+    op.quiet().await;
+    let before = rs_counts(&client, &ns).await;
+    put_secret(
+        &sm,
+        &format!("{p}/connections/my_db"),
+        "postgresql://u:ROTATED@db:5432/app",
+    )
+    .await;
+    eventually("the rotated value in the store", T, || async {
+        let f = labelled(&client, &store).await;
+        (f.get(&conn)?.1.contains("ROTATED")).then_some(())
+    })
+    .await;
+    assert_eq!(labelled(&client, &store).await[&conn].0, found[&conn].0);
+    eventually("Airflow reads the rotated value", T, || async {
+        let got = lookups_as_agent(json!([{"kind": "connection", "id": "my_db"}]));
+        (got[0]["sdk"]["password"] == "ROTATED").then_some(())
+    })
+    .await;
+    assert_eq!(rs_counts(&client, &ns).await, before, "no rollout");
+
+    // A binding of another admitted namespace cannot label the same id in the store.
+    apply_binding(
+        &client,
+        &other,
+        json!({
+            "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
+            "metadata": {"name": "agents"},
+            "spec": {
+                "connections": [{"connId": "my_db", "secretId": format!("{p}/connections/my_db")}],
+                "target": {"workloads": {"names": ["absent"]}, "injection": "KubernetesBackend", "backendNamespace": store},
+                "refreshInterval": "2s"
+            }
+        }),
+    )
+    .await;
+    let line = eventually("the other binding's conflict", T, || async {
+        let s = binding_status(&client, &other, "agents").await?;
+        let e = s.entries.iter().find(|e| e.name == "my_db")?;
+        (format!("{:?}", e.state) == "Conflict").then(|| e.message.clone().unwrap_or_default())
+    })
+    .await;
+    assert!(
+        line.contains(&format!("binding {ns}/agents (created first)")),
+        "{line}"
+    );
+    assert_eq!(labelled(&client, &store).await.len(), 2, "nothing added");
+    Api::<airflow_secrets_operator::api::AirflowSecretBinding>::namespaced(client.clone(), &other)
+        .delete("agents", &Default::default())
+        .await
+        .unwrap();
+
+    // Back to the agents' namespace: the Secrets and the grant move, none is left in the store.
+    apply_binding(&client, &ns, spec(None)).await;
+    eventually(
+        "the Secrets and the grant back in the agents' namespace",
+        T,
+        || async {
+            let here = labelled(&client, &ns).await;
+            let there = labelled(&client, &store).await;
+            let moved = here.len() == 2
+                && there.is_empty()
+                && grants(&client, &store).await == (vec![], vec![])
+                && grants(&client, &ns).await.0 == ["agents-kubernetes-backend"];
+            moved.then_some(())
+        },
+    )
+    .await;
+    assert!(sa_can_list_secrets(&ns, &sa, &ns));
+    assert!(!sa_can_list_secrets(&ns, &sa, &store));
+    eventually("the kwargs name the agents' namespace", T, || async {
+        let data = secret_text(&client, &ns, "agents-airflow").await?;
+        let kwargs: serde_json::Value =
+            serde_json::from_str(data.get("AIRFLOW__SECRETS__BACKEND_KWARGS")?).ok()?;
+        (kwargs == json!({"namespace": ns})).then_some(())
+    })
+    .await;
+
+    // And to the store again; then the binding is deleted: nothing is left in either namespace.
+    apply_binding(&client, &ns, spec(Some(&store))).await;
+    eventually("in the store again", T, || async {
+        let moved = labelled(&client, &store).await.len() == 2
+            && labelled(&client, &ns).await.is_empty()
+            && grants(&client, &ns).await == (vec![], vec![])
+            && grants(&client, &store).await.0 == [access.clone()];
+        moved.then_some(())
+    })
+    .await;
+    Api::<airflow_secrets_operator::api::AirflowSecretBinding>::namespaced(client.clone(), &ns)
+        .delete("agents", &Default::default())
+        .await
+        .unwrap();
+    eventually("the binding gone", T, || async {
+        Api::<airflow_secrets_operator::api::AirflowSecretBinding>::namespaced(client.clone(), &ns)
+            .get_opt("agents")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let managed =
+        ListParams::default().labels("app.kubernetes.io/managed-by=airflow-secrets-operator");
+    for at in [&ns, &store] {
+        assert!(
+            Api::<Secret>::namespaced(client.clone(), at)
+                .list(&managed)
+                .await
+                .unwrap()
+                .items
+                .is_empty(),
+            "no managed Secret left in {at}"
+        );
+        assert_eq!(grants(&client, at).await, (vec![], vec![]), "{at}");
+    }
+    assert!(!sa_can_list_secrets(&ns, &sa, &store));
+
+    let logs = op.stop();
+    assert!(!logs.contains("CANARY") && !logs.contains("ROTATED"));
+    let _ = std::fs::remove_file(&as_agent);
+    for n in [&ns, &store, &other] {
+        delete_namespace(&client, n).await;
+    }
+}

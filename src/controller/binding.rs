@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::index::{Key, Resolved};
+use super::owners::SecretRef;
 use super::{Context, Error, backoff, with_jitter};
 use crate::api::{AirflowSecretBinding, EntryState, Mode, WorkloadState, WorkloadStatus};
 use crate::entries::{Fetched, ResolvedEntry};
@@ -41,6 +42,9 @@ use crate::source::Grant;
 pub const FORCE_SYNC_ANNOTATION: &str = "airflow-secrets.io/force-sync";
 /// Label on every managed Secret: the binding's name.
 pub const BINDING_LABEL: &str = "airflow-secrets.io/binding";
+/// Label on the objects a binding writes to another namespace (`spec.target.backendNamespace`),
+/// where no owner reference can point to it: the binding's namespace.
+pub const BINDING_NAMESPACE_LABEL: &str = "airflow-secrets.io/binding-namespace";
 /// Label on every managed Secret: who manages it.
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Annotation of each managed Secret that carries the binding's content hash.
@@ -75,6 +79,15 @@ pub(super) fn controlled_by<K: Resource>(object: &K, binding: &AirflowSecretBind
         .owner_references()
         .iter()
         .any(|o| o.controller == Some(true) && Some(&o.uid) == binding.uid().as_ref())
+}
+
+/// Whether a managed Secret is the binding's: controlled by it, or — in another namespace, where
+/// no owner reference can point to it — labelled with its name and namespace.
+pub(super) fn belongs_to<K: Resource>(object: &K, binding: &AirflowSecretBinding) -> bool {
+    controlled_by(object, binding)
+        || super::owners::labelled_for(object).is_some_and(|((ns, name), _)| {
+            Some(ns) == binding.namespace() && name == binding.name_any()
+        })
 }
 
 fn refresh_interval(binding: &AirflowSecretBinding) -> Duration {
@@ -149,22 +162,34 @@ pub(super) fn selected(
         .collect()
 }
 
-/// Owned Secrets of a binding in the cache, by name (looked up by the names the watch noted
-/// under the binding, not by a scan of every Secret; see [`super::owners`]).
+/// Secrets of a binding in the cache, by (namespace, name): those it controls, and those it
+/// wrote to another namespace, labelled for it (looked up by the names the watch noted under
+/// the binding, not by a scan of every Secret; see [`super::owners`]).
 pub(super) fn owned_secrets(
     ctx: &Context,
     binding: &AirflowSecretBinding,
-) -> BTreeMap<String, Arc<kube::core::PartialObjectMeta<Secret>>> {
+) -> BTreeMap<SecretRef, Arc<kube::core::PartialObjectMeta<Secret>>> {
     let Some(uid) = binding.uid() else {
         return BTreeMap::new();
     };
+    let (ns, name) = key_of(binding);
     ctx.owners
-        .candidates(&uid)
+        .candidates(&uid, &ns, &name)
         .into_iter()
         .filter_map(|(ns, name)| {
             let s = ctx.secrets.get(&ObjectRef::new(&name).within(&ns))?;
-            controlled_by(&*s, binding).then_some((name, s))
+            belongs_to(&*s, binding).then_some(((ns, name), s))
         })
+        .collect()
+}
+
+/// The names of the binding's Secrets in its own namespace (those its workloads may refer to).
+pub(super) fn own_secret_names(ctx: &Context, binding: &AirflowSecretBinding) -> BTreeSet<String> {
+    let ns = binding.namespace().unwrap_or_default();
+    owned_secrets(ctx, binding)
+        .into_keys()
+        .filter(|(at, _)| *at == ns)
+        .map(|(_, name)| name)
         .collect()
 }
 
@@ -186,19 +211,29 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
             .and_then(|s| s.resolved.as_ref())
             .is_some_and(|r| r.force != force_of(binding))
     };
-    let read = match &grant {
-        Ok(g) => observe(binding, ctx, &key, g, &patterns, forced).await,
-        Err(refusal) => {
+    let backend_ns = super::labelled::admission(ctx, binding);
+    let read = match (&grant, backend_ns) {
+        (Ok(g), Ok(())) => observe(binding, ctx, &key, g, &patterns, forced).await,
+        (Err(refusal), _) => {
             ctx.secrets_manager.forget(&key);
             Read::Refused(Problem {
                 reason: refusal.reason,
                 message: refusal.message.clone(),
             })
         }
+        // Nothing is read for a delivery that cannot land: once the namespace admits the
+        // binding (its annotation's change wakes it), it reads.
+        (Ok(_), Err(refused)) => {
+            ctx.secrets_manager.forget(&key);
+            Read::Refused(refused)
+        }
     };
     let failed = matches!(read, Read::Failed(_));
     let origin = grant.as_ref().map(|g| g.origin.clone()).unwrap_or_default();
     let mut plan = plan(binding, ctx, &key, read, pattern_problems, forced, &origin).await?;
+    // Namespaces the binding's labelled Secrets were in before this write: where a grant to
+    // list them may have to go.
+    let labelled_in = super::labelled::labelled_namespaces(ctx, binding);
     // A failed write reaches status (and an Event) in this reconcile; the agents keep what they
     // have, and the error is retried with backoff.
     let written = write_secrets(binding, ctx, &key, &plan).await;
@@ -219,14 +254,19 @@ pub(super) async fn apply(binding: &AirflowSecretBinding, ctx: &Context) -> Resu
     }
     let targets = selected(ctx, binding);
     if plan.content.is_some()
-        && let Err(e) = super::labelled::grant_access(binding, ctx, &key, &targets).await
+        && let Err(e) =
+            super::labelled::grant_access(binding, ctx, &key, &targets, &labelled_in).await
     {
         plan.delivery = Delivery::Hold;
         plan.problem = Some(Problem {
             reason: status::reason::WRITE_FAILED,
             message: format!(
-                "granting the workloads' ServiceAccounts list on Secrets (Role and RoleBinding {}) failed: {e}",
-                super::labelled::access_name(&binding.name_any())
+                "granting the workloads' ServiceAccounts list on Secrets in namespace {} (Role and RoleBinding {}) failed: {e}",
+                crate::plan::labelled::target_namespace(binding),
+                super::labelled::access_name_at(
+                    binding,
+                    &crate::plan::labelled::target_namespace(binding)
+                )
             ),
         });
     }
@@ -463,22 +503,37 @@ async fn read_secret_data(
     ctx: &Context,
 ) -> Result<BTreeMap<String, String>, Error> {
     const GET_UP_TO: usize = 4;
-    let api: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
+    let own_ns = binding.namespace().unwrap_or_default();
     let owned = owned_secrets(ctx, binding);
     let secrets = if owned.len() <= GET_UP_TO {
         let mut found = Vec::new();
-        for name in owned.keys() {
+        for (ns, name) in owned.keys() {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
             found.extend(api.get_opt(name).await?);
         }
         found
     } else {
-        let lp = ListParams::default().labels(&format!("{BINDING_LABEL}={}", binding.name_any()));
-        api.list(&lp).await?.items
+        // The binding's namespace, and the one its labelled Secrets go to.
+        let mut found = Vec::new();
+        let mut places: BTreeSet<String> = owned.keys().map(|(ns, _)| ns.clone()).collect();
+        places.insert(own_ns.clone());
+        for ns in places {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            let mut selector = format!("{BINDING_LABEL}={}", binding.name_any());
+            if ns != own_ns {
+                selector.push_str(&format!(",{BINDING_NAMESPACE_LABEL}={own_ns}"));
+            }
+            found.extend(
+                api.list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items,
+            );
+        }
+        found
     };
     let mut out = BTreeMap::new();
     for s in secrets {
-        if !controlled_by(&s, binding) {
+        if !belongs_to(&s, binding) {
             continue;
         }
         let relabel = crate::plan::labelled::content_key(s.labels());
@@ -511,7 +566,7 @@ async fn write_secrets(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &key.0);
     let mut wrote: Vec<(&SecretPart, bool)> = Vec::new();
     for part in &content.parts {
-        let current = owned.get(&part.name);
+        let current = owned.get(&(key.0.clone(), part.name.clone()));
         let known = {
             let index = ctx.index.lock().expect("index");
             index
@@ -540,12 +595,17 @@ async fn write_secrets(
             }
         }
     }
-    let labelled = super::labelled::write_all(binding, ctx, key, &content.labelled).await?;
-    for (name, _) in owned.iter().filter(|(n, _)| {
-        !content.parts.iter().any(|p| &p.name == *n)
-            && !content.labelled.iter().any(|l| &l.name == *n)
-    }) {
-        api.delete(name, &DeleteParams::default())
+    let labelled = super::labelled::write_all(binding, ctx, &content.labelled).await?;
+    // What the content no longer has: parts, and labelled Secrets — in the namespace the
+    // backend reads, and in any other (the binding's own, or a backend namespace it left).
+    let target = crate::plan::labelled::target_namespace(binding);
+    let keep = |ns: &String, n: &String| {
+        (*ns == key.0 && content.parts.iter().any(|p| &p.name == n))
+            || (*ns == target && content.labelled.iter().any(|l| &l.name == n))
+    };
+    for (ns, name) in owned.keys().filter(|(ns, n)| !keep(ns, n)) {
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .delete(name, &DeleteParams::default())
             .await
             .map(|_| ())
             .or_else(ignore_404)?;
@@ -696,7 +756,7 @@ pub(super) async fn write_secret(
         match api.create(&pp, &body).await {
             Ok(s) => Some(s),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                if !controlled_by(&api.get(&name).await?, binding) {
+                if !belongs_to(&api.get(&name).await?, binding) {
                     return Ok(Written::Foreign);
                 }
                 None
@@ -994,7 +1054,7 @@ pub(super) async fn cleanup(
         state.answered = Some(answer_of(binding));
         let mut names = state.secret_names.clone();
         names.insert(secret_name(binding));
-        names.extend(owned_secrets(ctx, binding).into_keys());
+        names.extend(own_secret_names(ctx, binding));
         state.secret_names = names;
     }
     let carrying = || -> Vec<String> {
@@ -1037,9 +1097,11 @@ pub(super) async fn cleanup(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The grant in another namespace has no owner reference for the garbage collector.
+    super::labelled::revoke_elsewhere(binding, ctx).await?;
     release_secrets(binding, ctx).await?;
     if let Some(uid) = binding.uid() {
-        ctx.owners.forget(&uid);
+        ctx.owners.forget(&uid, &key.0, &key.1);
     }
     ctx.index.lock().expect("index").bindings.remove(&key);
     ctx.secrets_manager.forget(&key);
@@ -1049,9 +1111,8 @@ pub(super) async fn cleanup(
 }
 
 async fn release_secrets(binding: &AirflowSecretBinding, ctx: &Context) -> Result<(), Error> {
-    let api: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &binding.namespace().unwrap_or_default());
-    for name in owned_secrets(ctx, binding).into_keys() {
+    for (ns, name) in owned_secrets(ctx, binding).into_keys() {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         match binding.spec.deletion_policy {
             crate::api::DeletionPolicy::Delete => {
                 api.delete(&name, &DeleteParams::default())
@@ -1060,8 +1121,7 @@ async fn release_secrets(binding: &AirflowSecretBinding, ctx: &Context) -> Resul
                     .or_else(ignore_404)?;
             }
             crate::api::DeletionPolicy::Retain => {
-                let patch =
-                    json!({"metadata": {"ownerReferences": null, "labels": {BINDING_LABEL: null}}});
+                let patch = json!({"metadata": {"ownerReferences": null, "labels": {BINDING_LABEL: null, BINDING_NAMESPACE_LABEL: null}}});
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await?;
             }

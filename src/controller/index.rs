@@ -55,9 +55,17 @@ pub struct BindingState {
     pub foreign_secret: Option<String>,
     /// Deployments this binding selected at its last plan.
     pub targets: BTreeSet<String>,
-    /// ServiceAccounts last granted access to the labelled Secrets (`KubernetesBackend`), as
-    /// written by this process; None until the first reconcile.
-    pub access: Option<String>,
+    /// Where and to which ServiceAccounts this process last granted access to the labelled
+    /// Secrets (`KubernetesBackend`); None until the first reconcile.
+    pub access: Option<Access>,
+}
+
+/// A grant to list the labelled Secrets: in which namespace, to which ServiceAccounts (of the
+/// binding's namespace; none: no grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub namespace: String,
+    pub accounts: BTreeSet<String>,
 }
 
 impl Default for BindingState {

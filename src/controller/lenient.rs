@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::binding::{answer_of, key_of, owned_secrets, secret_name};
+use super::binding::{answer_of, key_of, own_secret_names, secret_name};
 use super::{Context, Error, FINALIZER, MANAGER};
 use crate::api::{
     AirflowSecretBinding, AirflowSecretBindingSpec, AirflowSecretBindingStatus, DeletionPolicy,
@@ -196,7 +196,7 @@ pub(super) async fn reconcile(
         return Ok(Action::await_change());
     }
     let mut names: BTreeSet<String> = BTreeSet::from([secret_name(binding)]);
-    names.extend(owned_secrets(ctx, binding).into_keys());
+    names.extend(own_secret_names(ctx, binding));
     {
         let mut index = ctx.index.lock().expect("index");
         let state = index.binding(&key);

@@ -81,6 +81,8 @@ pub struct Context {
     pub sources: sources::Sources,
     pub deployments: Store<Deployment>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The namespaces the operator watches (a backend namespace must be one of them).
+    pub scope: Scope,
     /// Which cached Secrets each binding controls ([`owners::Owners`]).
     pub owners: Arc<owners::Owners>,
     pub index: Mutex<index::Index>,
@@ -284,8 +286,8 @@ fn watch_deployments(
     (reader, events)
 }
 
-/// The managed Secrets' metadata cache and their events (with owners: they trigger their
-/// bindings).
+/// The managed Secrets' metadata cache and their events (with owners, and the labels naming the
+/// binding of a Secret in another namespace: they trigger their bindings).
 fn watch_owned_secrets(
     client: &Client,
     scope: &Scope,
@@ -315,12 +317,35 @@ fn watch_owned_secrets(
         .map_ok(|s| PartialObjectMeta {
             metadata: ObjectMeta {
                 owner_references: s.metadata.owner_references.clone(),
+                labels: owners::labelled_for(&s).map(|((ns, name), _)| {
+                    [
+                        (binding::BINDING_NAMESPACE_LABEL.to_string(), ns),
+                        (BINDING_LABEL.to_string(), name),
+                    ]
+                    .into()
+                }),
                 ..reference(s.metadata)
             },
             ..s
         }),
     );
     (reader, events)
+}
+
+/// The binding a managed Secret belongs to: its controller (in the Secret's namespace), or the
+/// binding its labels name (a Secret in another namespace).
+fn binding_of_secret(s: PartialObjectMeta<Secret>) -> Vec<ObjectRef<AirflowSecretBinding>> {
+    let ns = s.namespace().unwrap_or_default();
+    let mut out: Vec<ObjectRef<AirflowSecretBinding>> = s
+        .owner_references()
+        .iter()
+        .filter(|o| o.controller == Some(true) && o.kind == "AirflowSecretBinding")
+        .map(|o| ObjectRef::new(&o.name).within(&ns))
+        .collect();
+    if let Some(((at, name), _)) = owners::labelled_for(&s) {
+        out.push(ObjectRef::new(&name).within(&at));
+    }
+    out
 }
 
 /// Runs both controllers until the process is asked to stop, watching the namespaces of
@@ -361,13 +386,14 @@ pub async fn run(
         sources,
         deployments: deploy_reader.clone(),
         secrets: secret_reader,
+        scope: scope.clone(),
         owners,
         index: Mutex::default(),
         to_workloads,
         to_bindings,
     });
     let binding_loop = bindings
-        .owns_stream(owned_secrets)
+        .watches_stream(owned_secrets, binding_of_secret)
         .reconcile_on(binding_triggers)
         .shutdown_on_signal()
         .run(reconcile_binding, binding_error, ctx.clone())

@@ -45,6 +45,16 @@ impl Scope {
         }
     }
 
+    /// Whether the operator watches `namespace`.
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespaces(names) => names
+                .binary_search_by(|n| n.as_str().cmp(namespace))
+                .is_ok(),
+        }
+    }
+
     /// One API handle per watched namespace, or one for all namespaces.
     pub fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
     where

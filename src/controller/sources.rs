@@ -1,6 +1,8 @@
 //! The sources bindings read through: the `AirflowSecretSource` cache, the namespaces' labels
-//! (a source may admit namespaces by label), and the triggers that reconcile a source's bindings
-//! when the source, or a namespace's labels, change.
+//! (a source may admit namespaces by label) and annotations (a backend namespace admits
+//! bindings of other namespaces by annotation), and the triggers that reconcile a source's
+//! bindings when the source, or a namespace's labels, change, and the bindings that target a
+//! namespace when it changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,8 +103,17 @@ fn changed<K: kube::Resource>(event: watcher::Event<K>) -> Option<String> {
     }
 }
 
+/// Whether a binding writes its labelled Secrets to namespace `ns` of another namespace: the
+/// namespace's annotation `airflow-secrets.io/backend-for` decides whether it may.
+fn targets(b: &AirflowSecretBinding, ns: &str) -> bool {
+    b.spec.target.injection == crate::api::Injection::KubernetesBackend
+        && b.spec.target.backend_namespace.as_deref() == Some(ns)
+}
+
 /// Reconciles the bindings a change concerns: those that use a changed source (by reference or
-/// as the default), and those of a namespace whose labels changed that use any source.
+/// as the default), those of a namespace whose labels changed that use any source, and those
+/// that write their labelled Secrets to a namespace that changed (its annotations may now
+/// admit or refuse them).
 pub async fn trigger(ctx: Arc<Context>, changes: impl Stream<Item = Change>) {
     futures::pin_mut!(changes);
     while let Some(change) = changes.next().await {
@@ -112,7 +123,8 @@ pub async fn trigger(ctx: Arc<Context>, changes: impl Stream<Item = Change>) {
             let concerned = match &change {
                 Change::Source(name) => used == Some(name.as_str()),
                 Change::Namespace(ns) => {
-                    used.is_some() && b.namespace().as_deref() == Some(ns.as_str())
+                    (used.is_some() && b.namespace().as_deref() == Some(ns.as_str()))
+                        || targets(&b, ns)
                 }
             };
             if concerned {

@@ -43,8 +43,8 @@ pub struct BindingInput<'a> {
     pub origin: &'a crate::source::Origin,
     /// The force-sync annotation has a value the binding was not planned with before.
     pub forced: bool,
-    /// `KubernetesBackend` delivery: ids other bindings of the namespace label already (and were
-    /// created first), by kind and id → that binding.
+    /// `KubernetesBackend` delivery: ids other bindings label already in the namespace the
+    /// backend reads (and were created first), by kind and id → that binding.
     pub taken: &'a BTreeMap<crate::plan::labelled::LabelledId, String>,
 }
 
@@ -154,9 +154,10 @@ fn delivered(
     let binding = input.binding;
     let injection = binding.spec.target.injection;
     let backend = injection == Injection::KubernetesBackend;
+    let own_ns = binding.metadata.namespace.clone().unwrap_or_default();
+    let target_ns = labelled::target_namespace(binding);
     if backend {
-        let ns = binding.metadata.namespace.as_deref().unwrap_or_default();
-        resolved.extend(labelled::backend_entries(ns));
+        resolved.extend(labelled::backend_entries(&target_ns));
     }
     let words = binding.spec.extra_conn_words();
     let mut desired = content::desired_secret(&resolved, injection, words);
@@ -172,11 +173,13 @@ fn delivered(
         content::keep_last_good(&mut desired, previous);
     }
     let labelled = if backend {
-        let l = labelled::take_labelled(
-            &mut desired,
-            &binding.name_any(),
-            binding.spec.team.as_deref(),
-        );
+        let name = binding.name_any();
+        let placement = labelled::Placement {
+            binding: &name,
+            namespace: &own_ns,
+            target: &target_ns,
+        };
+        let l = labelled::take_labelled(&mut desired, placement, binding.spec.team.as_deref());
         content::rehash(&mut desired);
         l
     } else {
@@ -226,7 +229,7 @@ fn backend_options(
     let entries = if spec.mode == crate::api::Mode::Backend {
         crate::plan::backend::backend_entries(spec, origin)
     } else if spec.target.injection == Injection::KubernetesBackend {
-        labelled::backend_entries(binding.metadata.namespace.as_deref().unwrap_or_default())
+        labelled::backend_entries(&labelled::target_namespace(binding))
     } else {
         vec![]
     };

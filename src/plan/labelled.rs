@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::airflow::names;
-use crate::api::{EntryKind, EntryState, EntryStatus};
+use crate::api::{AirflowSecretBinding, EntryKind, EntryState, EntryStatus};
 use crate::entries::ResolvedEntry;
 use crate::plan::content::{DesiredSecret, secret_key_for};
 
@@ -29,6 +29,88 @@ pub const VARIABLE_LABEL: &str = "airflow.apache.org/variable-key";
 pub const TEAM_LABEL: &str = "airflow.apache.org/team";
 /// The backend's default data key.
 pub const DATA_KEY: &str = "value";
+/// Annotation of a namespace that lets bindings of other namespaces deliver their labelled
+/// Secrets there (`spec.target.backendNamespace`): their namespaces, comma-separated, or `*`.
+pub const BACKEND_FOR_ANNOTATION: &str = "airflow-secrets.io/backend-for";
+
+/// The namespace a `KubernetesBackend` binding writes its labelled Secrets to:
+/// `spec.target.backendNamespace`, else its own.
+pub fn target_namespace(binding: &AirflowSecretBinding) -> String {
+    binding
+        .spec
+        .target
+        .backend_namespace
+        .clone()
+        .unwrap_or_else(|| binding.metadata.namespace.clone().unwrap_or_default())
+}
+
+/// Whether a binding of namespace `from` may write its labelled Secrets to namespace `to`:
+/// its own always; another one only when that namespace exists (`annotations`: its
+/// annotations, None when it does not exist), is watched by the operator, and names `from` (or
+/// `*`) in its [`BACKEND_FOR_ANNOTATION`]. The refusal says what to change.
+pub fn admit_backend_namespace(
+    from: &str,
+    to: &str,
+    annotations: Option<&BTreeMap<String, String>>,
+    watched: bool,
+) -> Result<(), String> {
+    if from == to {
+        return Ok(());
+    }
+    let Some(annotations) = annotations else {
+        return Err(format!(
+            "spec.target.backendNamespace names namespace {to}, which does not exist; nothing is written there"
+        ));
+    };
+    let admitted = annotations
+        .get(BACKEND_FOR_ANNOTATION)
+        .is_some_and(|v| v.split(',').map(str::trim).any(|n| n == "*" || n == from));
+    if !admitted {
+        return Err(format!(
+            "spec.target.backendNamespace names namespace {to}, whose annotation {BACKEND_FOR_ANNOTATION} does not list namespace {from}; nothing is written there (whoever administers namespaces adds {from} to it, comma-separated, or `*`)"
+        ));
+    }
+    if !watched {
+        return Err(format!(
+            "spec.target.backendNamespace names namespace {to}, which this operator does not watch (it runs with --namespaces, chart value watchNamespaces); nothing is written there (add {to} to the watched namespaces)"
+        ));
+    }
+    Ok(())
+}
+
+/// Where a binding's labelled Secrets go and how they are named: in its own namespace
+/// `<binding>-conn-<id>-<hash>` (owned by the binding), in another one
+/// `<namespace>.<binding>-conn-<id>-<hash>` (labelled with the binding's name and namespace;
+/// the hash covers both, so that bindings of different namespaces never share a name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement<'a> {
+    pub binding: &'a str,
+    /// The binding's namespace.
+    pub namespace: &'a str,
+    /// The namespace the labelled Secrets go to.
+    pub target: &'a str,
+}
+
+impl Placement<'_> {
+    /// Whether the Secrets go to another namespace than the binding's.
+    pub fn foreign(&self) -> bool {
+        self.namespace != self.target
+    }
+
+    /// Name of the Secret of one id.
+    pub fn secret_name(&self, kind: EntryKind, id: &str) -> String {
+        if self.foreign() {
+            secret_name_in(
+                &format!("{}.{}", self.namespace, self.binding),
+                kind,
+                id,
+                &[self.namespace, self.binding],
+            )
+        } else {
+            secret_name(self.binding, kind, id)
+        }
+    }
+}
 
 /// One Secret the backend finds by label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,12 +189,22 @@ fn label_of(kind: EntryKind) -> Option<&'static str> {
 /// Name of the Secret of one id: `<binding>-conn-<id in lower case>-<hash>` (or `-var-`),
 /// shortened to fit; the hash keeps ids that differ only in case or punctuation apart.
 pub fn secret_name(binding: &str, kind: EntryKind, id: &str) -> String {
+    secret_name_in(binding, kind, id, &[])
+}
+
+/// [`secret_name`] with `head` in front and `salt` in the hash as well.
+fn secret_name_in(binding: &str, kind: EntryKind, id: &str, salt: &[&str]) -> String {
     let tag = if kind == EntryKind::Connection {
         "conn"
     } else {
         "var"
     };
-    let digest = hex::encode(Sha256::digest(format!("{tag}\0{id}").as_bytes()));
+    let mut hashed = format!("{tag}\0{id}");
+    for s in salt {
+        hashed.push('\0');
+        hashed.push_str(s);
+    }
+    let digest = hex::encode(Sha256::digest(hashed.as_bytes()));
     let slug: String = id
         .chars()
         .map(|c| {
@@ -128,8 +220,8 @@ pub fn secret_name(binding: &str, kind: EntryKind, id: &str) -> String {
     format!("{}-{}", head.trim_end_matches(['-', '.']), &digest[..8])
 }
 
-/// Ids the backend cannot look up, and ids a Secret of another binding of the namespace labels
-/// already for the same team (`taken`: (kind, id, team) → who, e.g. "binding x (created
+/// Ids the backend cannot look up, and ids a Secret of another binding labels already in the
+/// namespace the backend reads, for the same team (`taken`: (kind, id, team) → who, e.g. "binding x (created
 /// first)"): their status lines say why, and they stay out.
 pub fn check_ids(
     entries: &mut [EntryStatus],
@@ -181,7 +273,7 @@ fn global_lookup_refused(id: &str) -> bool {
 /// options) is injected as env.
 pub fn take_labelled(
     desired: &mut DesiredSecret,
-    binding: &str,
+    placement: Placement<'_>,
     team: Option<&str>,
 ) -> Vec<LabelledSecret> {
     let mut out = Vec::new();
@@ -205,7 +297,7 @@ pub fn take_labelled(
         ) {
             continue;
         }
-        let name = secret_name(binding, e.kind, &e.name);
+        let name = placement.secret_name(e.kind, &e.name);
         let mut h = Sha256::new();
         for part in [
             name.as_str(),
@@ -237,6 +329,14 @@ mod tests {
     use crate::entries::Fetched;
     use crate::plan::content::desired_secret;
 
+    fn here(binding: &str) -> Placement<'_> {
+        Placement {
+            binding,
+            namespace: "ns",
+            target: "ns",
+        }
+    }
+
     fn entry(kind: EntryKind, name: &str, value: &str) -> ResolvedEntry {
         ResolvedEntry {
             kind,
@@ -257,7 +357,7 @@ mod tests {
             entry(EntryKind::Config, "parallelism", "8"),
         ];
         let mut d = desired_secret(&resolved, Injection::Env, &BTreeMap::new());
-        let labelled = take_labelled(&mut d, "agents", None);
+        let labelled = take_labelled(&mut d, here("agents"), None);
         assert_eq!(labelled.len(), 2);
         let conn = labelled
             .iter()
@@ -310,7 +410,7 @@ mod tests {
             ]
         );
         assert!(d.entries[3].message.as_ref().unwrap().contains("older"));
-        let labelled = take_labelled(&mut d, "b", None);
+        let labelled = take_labelled(&mut d, here("b"), None);
         assert_eq!(labelled.len(), 1, "only `mine` is labelled");
         assert!(
             d.data.is_empty(),
@@ -339,7 +439,7 @@ mod tests {
         )]);
         check_ids(&mut d.entries, &taken, Some("ml"));
         assert!(d.entries.iter().all(|e| e.state == EntryState::Synced));
-        let labelled = take_labelled(&mut d, "b", Some("ml"));
+        let labelled = take_labelled(&mut d, here("b"), Some("ml"));
         assert_eq!(labelled.len(), 2);
         assert!(labelled.iter().all(|l| l.team.as_deref() == Some("ml")));
         let labels = BTreeMap::from([
@@ -403,6 +503,73 @@ mod tests {
                 "{n}"
             );
         }
+    }
+
+    #[test]
+    fn secrets_in_another_namespace_are_named_after_the_bindings_namespace_too() {
+        let at = |namespace, binding| Placement {
+            binding,
+            namespace,
+            target: "shared",
+        };
+        let own = Placement {
+            binding: "agents",
+            namespace: "shared",
+            target: "shared",
+        };
+        assert!(!own.foreign() && at("a", "agents").foreign());
+        assert_eq!(
+            own.secret_name(EntryKind::Connection, "my_db"),
+            secret_name("agents", EntryKind::Connection, "my_db"),
+            "in its own namespace a Secret keeps the name it always had"
+        );
+        let a = at("a", "agents").secret_name(EntryKind::Connection, "my_db");
+        assert!(a.starts_with("a.agents-conn-my-db-"), "{a}");
+        // Same binding name in two namespaces, and namespace/name splits that read alike.
+        let names = [
+            a.clone(),
+            at("b", "agents").secret_name(EntryKind::Connection, "my_db"),
+            at("a-b", "c").secret_name(EntryKind::Connection, "my_db"),
+            at("a", "b-c").secret_name(EntryKind::Connection, "my_db"),
+            own.secret_name(EntryKind::Connection, "my_db"),
+            Placement {
+                binding: "a.agents",
+                namespace: "shared",
+                target: "shared",
+            }
+            .secret_name(EntryKind::Connection, "my_db"),
+        ];
+        let distinct: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+        let long = at(&"n".repeat(63), &"b".repeat(253)).secret_name(EntryKind::Variable, "v");
+        assert!(long.len() <= 253, "{}", long.len());
+    }
+
+    #[test]
+    fn another_namespace_must_be_annotated_for_the_bindings_namespace_and_watched() {
+        let ann = |v: &str| BTreeMap::from([(BACKEND_FOR_ANNOTATION.to_string(), v.to_string())]);
+        assert!(admit_backend_namespace("a", "a", None, false).is_ok());
+        for ok in ["a", "x, a", " a ,b", "*"] {
+            assert!(
+                admit_backend_namespace("a", "shared", Some(&ann(ok)), true).is_ok(),
+                "{ok}"
+            );
+        }
+        for refused in ["", "b", "ab", "a*", "b,c"] {
+            let e = admit_backend_namespace("a", "shared", Some(&ann(refused)), true).unwrap_err();
+            assert!(
+                e.contains(BACKEND_FOR_ANNOTATION)
+                    && e.contains("spec.target.backendNamespace")
+                    && e.contains("shared"),
+                "{e}"
+            );
+        }
+        let none = admit_backend_namespace("a", "shared", Some(&BTreeMap::new()), true);
+        assert!(none.unwrap_err().contains(BACKEND_FOR_ANNOTATION));
+        let missing = admit_backend_namespace("a", "shared", None, true).unwrap_err();
+        assert!(missing.contains("does not exist"), "{missing}");
+        let unwatched = admit_backend_namespace("a", "shared", Some(&ann("a")), false).unwrap_err();
+        assert!(unwatched.contains("--namespaces"), "{unwatched}");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub mod reason {
     pub const TOO_LARGE: &str = "TooLarge";
     pub const WRITE_FAILED: &str = "WriteFailed";
     pub const PROGRESSING: &str = "Progressing";
+    /// `spec.target.backendNamespace` names a namespace the binding may not write to (not
+    /// annotated for the binding's namespace, missing, or not watched by the operator).
+    pub const BACKEND_NAMESPACE_REFUSED: &str = "BackendNamespaceRefused";
 }
 
 /// Every entry state, in the order status and metrics show them.
