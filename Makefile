@@ -1,8 +1,11 @@
 # Developer shortcuts. The README's commands are the source of truth.
-.PHONY: test demo crds unit lint
+.PHONY: test test-long demo crds unit lint
 
 test:            ## every test, against a real local control plane (tests/run.sh)
 	tests/run.sh
+
+test-long:       ## the reliability suites with their longer scenarios (docs/reliability.md)
+	tests/run.sh --test faults --test control_plane_faults -- --include-ignored --nocapture
 
 demo:            ## local control plane + emulator + agents + example secrets
 	examples/demo/run.sh

@@ -372,7 +372,8 @@ pub async fn run(
     let (binding_reader, binding_events) =
         watch_bindings(&client, &scope, &secrets_manager, &sources).await?;
     let bindings = Controller::for_stream(binding_events, binding_reader.clone())
-        .with_config(Config::default().concurrency(BINDING_CONCURRENCY));
+        .with_config(Config::default().concurrency(BINDING_CONCURRENCY))
+        .trigger_backoff(NoTriggerBackoff);
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -405,6 +406,7 @@ pub async fn run(
         });
     let workload_loop = Controller::for_stream(deployments, deploy_reader)
         .with_config(Config::default().debounce(workload::DEBOUNCE))
+        .trigger_backoff(NoTriggerBackoff)
         .reconcile_on(workload_triggers)
         .shutdown_on_signal()
         .run(workload::reconcile, workload_error, ctx.clone())
@@ -422,6 +424,26 @@ pub async fn run(
     refresher.abort();
     source_triggers.abort();
     Ok(())
+}
+
+/// The controllers' trigger backoff: none. kube's controller pauses *all* its triggers (every
+/// watch event and every wake-up it is given) after each error one of its trigger streams
+/// yields, for 0.8 s doubling to 30 s, and forgets the errors only after 2 minutes without one.
+/// Each of our watches already backs off on its own (`default_backoff`), so that second backoff
+/// only delayed events: after the API server was unreachable for 4 s (about five watch errors,
+/// then a 410 Gone per watch), a binding changed meanwhile was reconciled more than a minute
+/// late (tests/control_plane_faults.rs, `expired_watch_is_relisted_and_catches_up`).
+struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl kube::runtime::utils::Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
 }
 
 /// The shared view's background refresh: checks what is due on its readers' intervals and

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use futures::stream::{BoxStream, StreamExt, select_all};
@@ -80,6 +81,69 @@ impl fmt::Display for Scope {
     }
 }
 
+/// Shortest and longest wait before a watch is retried after an error.
+pub const WATCH_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(800), Duration::from_secs(5));
+/// Errors further apart than this start the backoff afresh.
+const WATCH_BACKOFF_RESET: Duration = Duration::from_secs(30);
+
+/// How a watch waits after an error before it is polled again (it then re-watches or re-lists).
+///
+/// Unlike kube's `default_backoff` (0.8 s doubling to 30 s, forgotten only after 2 minutes
+/// without an error), the wait stops growing at 5 s, so that the caches catch up within seconds
+/// of an API server coming back, and a watch that expired (410 Gone: the watcher re-lists next)
+/// re-lists at once, unless it expired already in the last 30 s. A watch still makes at most one
+/// request per 5 s while the API server is away.
+pub trait BackoffErrors<T>: futures::Stream<Item = Result<T, watcher::Error>> + Sized {
+    fn backoff_errors(self) -> BoxStream<'static, Result<T, watcher::Error>>
+    where
+        Self: Send + 'static,
+        T: Send + 'static,
+    {
+        struct State<S> {
+            stream: S,
+            wait: Option<Duration>,
+            next: Duration,
+            last_error: Option<Instant>,
+            last_gone: Option<Instant>,
+        }
+        let state = State {
+            stream: self.boxed(),
+            wait: None,
+            next: WATCH_BACKOFF.0,
+            last_error: None,
+            last_gone: None,
+        };
+        futures::stream::unfold(state, |mut st| async move {
+            if let Some(wait) = st.wait.take() {
+                tokio::time::sleep(wait).await;
+            }
+            let item = st.stream.next().await?;
+            if let Err(e) = &item {
+                let now = Instant::now();
+                let recent = |at: Option<Instant>| {
+                    at.is_some_and(|at| now.duration_since(at) < WATCH_BACKOFF_RESET)
+                };
+                let gone = matches!(e, watcher::Error::WatchError(s) if s.code == 410);
+                if gone && !recent(st.last_gone) {
+                    st.last_gone = Some(now);
+                } else {
+                    if !recent(st.last_error) {
+                        st.next = WATCH_BACKOFF.0;
+                    }
+                    st.last_error = Some(now);
+                    st.wait = Some(st.next.mul_f64(0.5 + fastrand::f64() * 0.5));
+                    st.next = (st.next * 2).min(WATCH_BACKOFF.1);
+                }
+            }
+            Some((item, st))
+        })
+        .boxed()
+    }
+}
+
+impl<T, S: futures::Stream<Item = Result<T, watcher::Error>>> BackoffErrors<T> for S {}
+
 type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
 /// Watches `K` in every namespace of `scope` (backed off, each object passed through `modify`)
@@ -144,21 +208,21 @@ where
     let Scope::Namespaces(names) = scope else {
         let api = apis.into_iter().next().expect("one API for all namespaces");
         return decoded(api, config)
-            .default_backoff()
+            .backoff_errors()
             .modify(modify)
             .reflect(writer)
             .boxed();
     };
     if let [api] = &apis[..] {
         return decoded(api.clone(), config)
-            .default_backoff()
+            .backoff_errors()
             .modify(modify)
             .reflect(writer)
             .boxed();
     }
     let tagged = apis.into_iter().enumerate().map(|(i, api)| {
         decoded(api, config.clone())
-            .default_backoff()
+            .backoff_errors()
             .modify(modify.clone())
             .map(move |event| (i, event))
             .boxed()

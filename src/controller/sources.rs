@@ -11,7 +11,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
+
+use super::scope::BackoffErrors;
 use kube::{Api, Client, ResourceExt};
 
 use super::Context;
@@ -63,7 +65,7 @@ impl Sources {
                 watcher::Config::default(),
             ),
         )
-        .default_backoff()
+        .backoff_errors()
         .try_filter_map(|e| async move { Ok(changed(e).map(Change::Source)) });
         let (namespaces, ns_writer) = reflector::store();
         let namespace_changes = reflector::reflector(
@@ -73,7 +75,7 @@ impl Sources {
                 watcher::Config::default(),
             ),
         )
-        .default_backoff()
+        .backoff_errors()
         .try_filter_map(|e| async move { Ok(changed(e).map(Change::Namespace)) });
         let changes = super::on_own_task(
             futures::stream::select(source_changes, namespace_changes).filter_map(|c| async move {
