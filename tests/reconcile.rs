@@ -391,14 +391,19 @@ async fn an_emptied_source_is_held_until_accepted() {
     })
     .await;
     // Three of four secrets vanish at once (in production: a wrong region or a lost permission).
-    for i in 1..4 {
+    // Deleted together, so that no refresh (every second) lists the prefix between two of the
+    // deletions and follows a single one, as it should.
+    futures::future::join_all((1..4).map(|i| {
         sm.delete_secret()
             .secret_id(format!("{p}/connections/c{i}"))
             .force_delete_without_recovery(true)
             .send()
-            .await
-            .unwrap();
-    }
+    }))
+    .await
+    .into_iter()
+    .for_each(|r| {
+        r.unwrap();
+    });
     eventually("SourceEmptied", T, || async {
         let (s, r) = ready_reason(&client, &ns, "guarded").await?;
         (s == "False" && r == "SourceEmptied").then_some(())
