@@ -398,24 +398,20 @@ impl Item {
         }
     }
 
-    /// A look-ahead or look-behind.
-    fn look(behind: bool, negate: bool, body: Item) -> Item {
-        let sign = if negate { '!' } else { '=' };
+    /// A look-ahead or look-behind opened with `open`; a look-behind becomes "`lo` characters
+    /// back, the body matches forward".
+    fn look(open: &str, body: Item) -> Item {
         let (lo, hi) = body.width;
-        let (re, err) = if !behind {
-            (format!("(?{sign}{})", body.re), body.err)
-        } else {
-            let back = match lo {
-                0 => String::new(),
-                1 => ANY.to_string(),
-                n => format!("(?:(?=){ANY}){{{n}}}"),
-            };
-            let err = match (lo > MAXCODE, lo != hi) {
-                (true, _) => Some("looks too much behind".to_string()),
-                (_, true) => Some("look-behind requires fixed-width pattern".to_string()),
-                _ => body.err,
-            };
-            (format!("(?<{sign}(?={}){back})", body.re), err)
+        let (re, err) = match open.len() {
+            3 => (format!("{open}{})", body.re), body.err),
+            _ => (
+                format!("{open}(?={})(?:(?=){ANY}){{{lo}}})", body.re),
+                match (lo > MAXCODE, lo != hi) {
+                    (true, _) => Some("looks too much behind".to_string()),
+                    (_, true) => Some("look-behind requires fixed-width pattern".to_string()),
+                    _ => body.err,
+                },
+            ),
         };
         Item {
             zero: true,
@@ -755,7 +751,14 @@ impl Parser<'_> {
                         return Ok(None);
                     }
                 },
-                "=" | "!" | "<" => return self.lookaround(&t, start).map(Some),
+                "=" => open = "(?=",
+                "!" => open = "(?!",
+                "<" => match self.get()?.as_deref() {
+                    Some("=") => open = "(?<=",
+                    Some("!") => open = "(?<!",
+                    None => fail!(self, 0 => "unexpected end of pattern"),
+                    Some(t) => fail!(self, len(t) + 2 => "unknown extension ?<{t}"),
+                },
                 "(" => return self.conditional(start).map(Some),
                 _ if t == "-" || flag(&t).is_some() => match self.parse_flags(t)? {
                     Some(flags) => (open, scoped) = ("(?:", Some(flags)),
@@ -777,23 +780,28 @@ impl Parser<'_> {
             let (offset, n) = (len(n) + 1, repr(n));
             fail!(self, offset => "redefinition of group name {n} as group {gid}; was group {was}");
         }
-        let outer = self.flags;
+        let outer = (self.flags, self.lookbehind);
         if let Some((add, del)) = scoped {
-            let kept = if add & TYPE_FLAGS != 0 {
-                outer & !TYPE_FLAGS
-            } else {
-                outer
+            let kept = match add & TYPE_FLAGS {
+                0 => outer.0,
+                _ => outer.0 & !TYPE_FLAGS,
             };
             self.flags = (kept | add) & !del;
         }
+        if open.starts_with("(?<") {
+            self.lookbehind.get_or_insert(self.widths.len());
+        }
         let body = self.alternation(false)?;
-        self.flags = outer;
+        (self.flags, self.lookbehind) = outer;
         self.close(start)?;
         if open == "(" {
             self.widths[gid] = Some(body.width);
         }
         let plain = open == "(?:" && scoped.is_none();
-        Ok(Some(Item::group(open, body, plain)))
+        Ok(Some(match open {
+            "(" | "(?:" | "(?>" => Item::group(open, body, plain),
+            _ => Item::look(open, body),
+        }))
     }
 
     /// `_parse_flags` from `t`, a flag or `-`: `None` for global flags (now in effect), else the
@@ -840,27 +848,6 @@ impl Parser<'_> {
             None if t.chars().all(|c| is(&ALPHA, c)) => fail!(self, len(&t) => "unknown flag"),
             None => fail!(self, len(&t) => "{missing}"),
         }
-    }
-
-    /// After `(?=`, `(?!` or `(?<`.
-    fn lookaround(&mut self, c: &str, start: usize) -> PResult<Item> {
-        let behind = c == "<";
-        let c = match behind {
-            false => c.to_string(),
-            true => match self.get()? {
-                Some(t) if t == "=" || t == "!" => t,
-                Some(t) => fail!(self, len(&t) + 2 => "unknown extension ?<{t}"),
-                None => fail!(self, 0 => "unexpected end of pattern"),
-            },
-        };
-        let outer = self.lookbehind;
-        if behind && outer.is_none() {
-            self.lookbehind = Some(self.widths.len());
-        }
-        let body = self.alternation(false)?;
-        self.lookbehind = outer;
-        self.close(start)?;
-        Ok(Item::look(behind, c == "!", body))
     }
 
     /// After `(?(`: a conditional `(?(group)yes|no)`.
