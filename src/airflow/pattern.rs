@@ -213,7 +213,9 @@ const MAXGROUPS: u64 = 1_073_741_823;
 /// `re._parser.MAXWIDTH` and `re._compiler.MAXCODE`.
 const MAXWIDTH: u128 = 1 << 64;
 const MAXCODE: u128 = (1 << 32) - 1;
-// Flag bits, as in re._constants (4 is `L`).
+// Flag bits, as in re._constants: the flag letter `FLAGS[n]` is bit `1 << n` (4 is `L`; 128 is
+// `DEBUG`, which has no letter).
+const FLAGS: &str = "tiLmsux_a";
 const TEMPLATE: u32 = 1;
 const IGNORECASE: u32 = 2;
 const MULTILINE: u32 = 8;
@@ -245,34 +247,19 @@ macro_rules! ensure {
     };
 }
 
-/// A token of Python's tokenizer: one character, or a backslash and the character after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tok {
-    c: char,
-    esc: bool,
+/// Python's `len` of a string.
+fn len(s: &str) -> usize {
+    s.chars().count()
 }
 
-/// The unescaped token `c`.
-const fn ch(c: char) -> Tok {
-    Tok { c, esc: false }
+/// The character after the backslash of an escape token.
+fn esc(token: &str) -> Option<char> {
+    token.strip_prefix('\\')?.chars().next()
 }
 
-impl Tok {
-    fn len(self) -> usize {
-        1 + usize::from(self.esc)
-    }
-
-    fn text(self) -> String {
-        format!("{}{}", if self.esc { "\\" } else { "" }, self.c)
-    }
-
-    /// `FLAGS[token]`.
-    fn flag(self) -> Option<u32> {
-        let bits = [
-            IGNORECASE, 4, MULTILINE, DOTALL, VERBOSE, ASCII, TEMPLATE, UNICODE,
-        ];
-        Some(bits["iLmsxatu".find(self.c).filter(|_| !self.esc)?])
-    }
+/// `FLAGS[token]`.
+fn flag(token: &str) -> Option<u32> {
+    FLAGS.find(token).filter(|_| token != "_").map(|n| 1 << n)
 }
 
 /// A translated item, sequence or alternation: its fancy-regex text (empty where Python splices
@@ -286,69 +273,66 @@ struct Item {
     zero: bool,
     /// The first error `re._compiler` raises in it.
     err: Option<String>,
-    /// An anchor ("nothing to repeat"), a repeat ("multiple repeat").
-    at: bool,
-    repeat: bool,
+    /// Python's error for a repeat of it: an anchor's, a repeat's.
+    unrepeatable: Option<&'static str>,
+}
+
+fn item(re: String, width: (u128, u128)) -> Item {
+    Item {
+        re,
+        width,
+        ..Item::default()
+    }
 }
 
 impl Item {
-    fn new(re: String, width: (u128, u128), zero: bool, err: Option<String>) -> Item {
-        let (at, repeat) = (false, false);
-        Item {
-            re,
-            width,
-            zero,
-            err,
-            at,
-            repeat,
-        }
-    }
-
     /// A character item: the ASCII characters (bit `c` for `c`) it matches.
     fn set(mask: u128) -> Item {
-        let (mut class, mut c) = (String::new(), 0);
-        while c < 128 {
-            let start = c;
-            while c < 128 && mask >> c & 1 == 1 {
-                c += 1;
+        let bit = |c: u32| c < 128 && mask >> c & 1 == 1;
+        let mut class = String::new();
+        for c in (0..128).filter(|&c| bit(c)) {
+            if c == 0 || !bit(c - 1) {
+                class += &format!(r"\x{{{c:X}}}-");
             }
-            if c > start {
-                class += &format!(r"\x{{{start:X}}}-\x{{{:X}}}", c - 1);
+            if !bit(c + 1) {
+                class += &format!(r"\x{{{c:X}}}");
             }
-            c += 1;
         }
-        let re = match class.is_empty() {
-            true => r"[^\x{0}-\x{10FFFF}]".to_string(),
-            false => format!("[{class}]"),
+        let class = if mask == 0 {
+            r"^\x{0}-\x{10FFFF}"
+        } else {
+            &class
         };
-        Item::new(re, (1, 1), false, None)
+        item(format!("[{class}]"), (1, 1))
     }
 
     fn at(re: &str) -> Item {
-        let at = true;
+        let unrepeatable = Some("nothing to repeat");
         Item {
-            at,
-            ..Item::new(re.into(), (0, 0), true, None)
+            zero: true,
+            unrepeatable,
+            ..item(re.into(), (0, 0))
         }
     }
 
     /// A sequence (`SubPattern`), or alternatives (`BRANCH`) when `alt`.
     fn join(items: Vec<Item>, alt: bool) -> Item {
-        let (mut re, mut zero, mut err) = (vec![], !alt, None);
-        let (mut lo, mut hi) = (if alt { MAXWIDTH } else { 0 }, 0);
-        for item in items {
-            re.push(item.re);
-            let (l, h) = item.width;
-            (lo, hi) = if alt {
+        let mut all = item(String::new(), (if alt { MAXWIDTH } else { 0 }, 0));
+        let mut re = vec![];
+        all.zero = !alt;
+        for i in items {
+            let ((lo, hi), (l, h)) = (all.width, i.width);
+            all.width = if alt {
                 (lo.min(l), hi.max(h))
             } else {
                 (lo + l, hi + h)
             };
-            zero &= item.zero;
-            err = err.or(item.err);
+            (all.zero, all.err) = (all.zero && i.zero, all.err.or(i.err));
+            re.push(i.re);
         }
-        let width = (lo.min(MAXWIDTH), hi.min(MAXWIDTH));
-        Item::new(re.join(if alt { "|" } else { "" }), width, zero, err)
+        all.width = (all.width.0.min(MAXWIDTH), all.width.1.min(MAXWIDTH));
+        all.re = re.join(if alt { "|" } else { "" });
+        all
     }
 
     /// A group opened with `open` (`(`, `(?:` or `(?>`); `plain` when Python splices it away.
@@ -357,7 +341,12 @@ impl Item {
             true => String::new(),
             false => format!("{open}{})", body.re),
         };
-        Item::new(re, body.width, open == "(?:" && body.zero, body.err)
+        let (zero, err) = (open == "(?:" && body.zero, body.err);
+        Item {
+            zero,
+            err,
+            ..item(re, body.width)
+        }
     }
 
     /// `item` repeated `min` to `max` times, greedily (`mode` 0), lazily (1) or possessively (2).
@@ -387,53 +376,48 @@ impl Item {
             };
             // `(?=)` keeps counted repeats in the backtracking VM, which counts the iterations
             // (and the backtracking steps) instead of unrolling them.
-            let counted = bounds.starts_with('{');
-            let atom = if counted {
-                format!("(?:(?=){x})")
-            } else {
-                x.clone()
+            let atom = match bounds.starts_with('{') {
+                true => format!("(?:(?=){x})"),
+                false => x.clone(),
             };
             format!("{atom}{bounds}{}", ["", "?", "+"][mode])
         };
         let op = ["MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"][mode];
-        let err = match template {
-            true => Some(format!("internal: unsupported template operator {op}")),
-            false => item.err,
-        };
+        let template = template.then(|| format!("internal: unsupported template operator {op}"));
         let (lo, hi) = item.width;
-        let hi = if max == MAXREPEAT && hi != 0 {
-            MAXWIDTH
-        } else {
-            hi * u128::from(max)
+        let hi = match max == MAXREPEAT && hi != 0 {
+            true => MAXWIDTH,
+            false => hi * u128::from(max),
         };
-        let (width, repeat) = ((lo * u128::from(min), hi), true);
         Item {
-            repeat,
-            ..Item::new(re, width, item.zero, err)
+            re,
+            width: (lo * u128::from(min), hi),
+            zero: item.zero,
+            err: template.or(item.err),
+            unrepeatable: Some("multiple repeat"),
         }
     }
 
-    /// A look-ahead or look-behind.
-    fn look(behind: bool, negate: bool, body: Item) -> Item {
-        let sign = if negate { '!' } else { '=' };
+    /// A look-ahead or look-behind opened with `open`; a look-behind becomes "`lo` characters
+    /// back, the body matches forward".
+    fn look(open: &str, body: Item) -> Item {
         let (lo, hi) = body.width;
-        if !behind {
-            return Item::new(format!("(?{sign}{})", body.re), (0, 0), true, body.err);
+        let (re, err) = match open.len() {
+            3 => (format!("{open}{})", body.re), body.err),
+            _ => (
+                format!("{open}(?={})(?:(?=){ANY}){{{lo}}})", body.re),
+                match (lo > MAXCODE, lo != hi) {
+                    (true, _) => Some("looks too much behind".to_string()),
+                    (_, true) => Some("look-behind requires fixed-width pattern".to_string()),
+                    _ => body.err,
+                },
+            ),
+        };
+        Item {
+            zero: true,
+            err,
+            ..item(re, (0, 0))
         }
-        let back = match lo {
-            0 => String::new(),
-            1 => ANY.to_string(),
-            n => format!("(?:(?=){ANY}){{{n}}}"),
-        };
-        let err = if lo > MAXCODE {
-            Some("looks too much behind".to_string())
-        } else if lo != hi {
-            Some("look-behind requires fixed-width pattern".to_string())
-        } else {
-            body.err
-        };
-        let re = format!("(?<{sign}(?={}){back})", body.re);
-        Item::new(re, (0, 0), true, err)
     }
 }
 
@@ -443,7 +427,8 @@ struct Parser<'a> {
     pattern: &'a str,
     chars: Vec<char>,
     index: usize,
-    next: Option<Tok>,
+    /// The next token: a character, or a backslash and the character after it.
+    next: Option<String>,
     /// The flags in effect: the global ones, changed by the scoped flags of enclosing groups.
     flags: u32,
     names: HashMap<String, usize>,
@@ -480,10 +465,10 @@ impl Parser<'_> {
         if let Some(&(g, pos)) = p.grouprefpos.iter().find(|(g, _)| *g >= groups) {
             fail!(p, at pos => "invalid group reference {g}");
         }
-        if let Some(msg) = body.err {
-            return Err(p.python(None, msg));
+        match body.err {
+            Some(msg) => Err(p.python(None, msg)),
+            None => Ok((format!(r"\A(?:{})", body.re), p.reads_captures, p.too_deep)),
         }
-        Ok((format!(r"\A(?:{})", body.re), p.reads_captures, p.too_deep))
     }
 
     fn python(&self, pos: Option<usize>, msg: String) -> PatternError {
@@ -492,25 +477,30 @@ impl Parser<'_> {
 
     /// `__next`: a trailing backslash is reported as soon as the token before it is consumed.
     fn advance(&mut self) -> PResult<()> {
-        self.next = match (self.chars.get(self.index), self.chars.get(self.index + 1)) {
+        let i = self.index;
+        self.next = match (self.chars.get(i), self.chars.get(i + 1)) {
             (None, _) => None,
-            (Some('\\'), Some(&c)) => Some(Tok { c, esc: true }),
-            (Some('\\'), None) => fail!(self, at self.index => "bad escape (end of pattern)"),
-            (Some(&c), _) => Some(ch(c)),
+            (Some('\\'), Some(c)) => Some(format!("\\{c}")),
+            (Some('\\'), None) => fail!(self, at i => "bad escape (end of pattern)"),
+            (Some(c), _) => Some(c.to_string()),
         };
-        self.index += self.next.map_or(0, Tok::len);
+        self.index += self.next.as_deref().map_or(0, len);
         Ok(())
     }
 
-    fn get(&mut self) -> PResult<Option<Tok>> {
-        let this = self.next;
+    fn get(&mut self) -> PResult<Option<String>> {
+        let this = self.next.take();
         self.advance()?;
         Ok(this)
     }
 
+    fn peek(&self, token: &str) -> bool {
+        self.next.as_deref() == Some(token)
+    }
+
     /// `match`.
-    fn eat(&mut self, c: char) -> PResult<bool> {
-        let hit = self.next == Some(ch(c));
+    fn eat(&mut self, token: &str) -> PResult<bool> {
+        let hit = self.peek(token);
         if hit {
             self.advance()?;
         }
@@ -518,31 +508,31 @@ impl Parser<'_> {
     }
 
     fn tell(&self) -> usize {
-        self.index - self.next.map_or(0, Tok::len)
+        self.index - self.next.as_deref().map_or(0, len)
     }
 
-    /// `getwhile`: up to `n` unescaped characters `accept`s.
+    /// `getwhile`: up to `n` (unescaped) characters `accept`s.
     fn getwhile(&mut self, n: usize, accept: fn(&char) -> bool) -> PResult<String> {
         let mut out = String::new();
-        while let Some(t) = self
-            .next
-            .filter(|t| !t.esc && accept(&t.c) && out.len() < n)
-        {
-            out.push(t.c);
+        while let Some(c) = self.next.as_ref().and_then(|t| t.chars().next()) {
+            if !accept(&c) || out.len() == n {
+                break;
+            }
+            out.push(c);
             self.advance()?;
         }
         Ok(out)
     }
 
-    fn getuntil(&mut self, end: char, what: &str) -> PResult<String> {
+    fn getuntil(&mut self, end: &str, what: &str) -> PResult<String> {
         let mut name = String::new();
         loop {
             match self.get()? {
                 None if name.is_empty() => fail!(self, 0 => "missing {what}"),
-                None => fail!(self, name.chars().count() => "missing {end}, unterminated name"),
-                Some(t) if t == ch(end) && name.is_empty() => fail!(self, 1 => "missing {what}"),
-                Some(t) if t == ch(end) => return Ok(name),
-                Some(t) => name += &t.text(),
+                None => fail!(self, len(&name) => "missing {end}, unterminated name"),
+                Some(t) if t == end && name.is_empty() => fail!(self, 1 => "missing {what}"),
+                Some(t) if t == end => return Ok(name),
+                Some(t) => name += &t,
             }
         }
     }
@@ -550,15 +540,15 @@ impl Parser<'_> {
     /// The `)` that closes a group opened at `start`.
     fn close(&mut self, start: usize) -> PResult<()> {
         let offset = self.tell() - start;
-        ensure!(self.eat(')')?, self, offset => "missing ), unterminated subpattern");
+        ensure!(self.eat(")")?, self, offset => "missing ), unterminated subpattern");
         Ok(())
     }
 
     /// A group name up to `end`, and `checkgroupname`.
-    fn name(&mut self, end: char) -> PResult<String> {
+    fn name(&mut self, end: &str) -> PResult<String> {
         let name = self.getuntil(end, "group name")?;
-        let (offset, shown) = (name.chars().count() + 1, repr(&name));
-        ensure!(is_identifier(&name), self, offset => "bad character in group name {shown}");
+        let (offset, shown) = (len(&name) + 1, repr(&name));
+        ensure!(IDENTIFIER.is_match(&name), self, offset => "bad character in group name {shown}");
         Ok(name)
     }
 
@@ -566,6 +556,7 @@ impl Parser<'_> {
         self.widths.get(gid).is_some_and(Option::is_some)
     }
 
+    /// `checklookbehindgroup`.
     fn check_lookbehind(&self, gid: usize) -> PResult<()> {
         if let Some(first) = self.lookbehind {
             ensure!(self.closed(gid), self, 0 => "cannot refer to an open group");
@@ -573,6 +564,18 @@ impl Parser<'_> {
             ensure!(gid < first, self, 0 => "{same}");
         }
         Ok(())
+    }
+
+    /// A back-reference to group `gid`, whose reference ends `offset` characters back.
+    fn reference(&mut self, gid: usize, offset: usize) -> PResult<Item> {
+        ensure!(self.closed(gid), self, offset => "cannot refer to an open group");
+        self.check_lookbehind(gid)?;
+        self.reads_captures = true;
+        let re = match self.flags & IGNORECASE {
+            0 => format!(r"\{gid}"),
+            _ => format!(r"(?i:\{gid})"),
+        };
+        Ok(item(re, self.widths[gid].unwrap_or_default()))
     }
 
     /// The ASCII characters a pattern character in `lo..=hi` matches under the flags in effect.
@@ -590,9 +593,7 @@ impl Parser<'_> {
             let mut cases = cases[..if fold { 3 } else { 1 }].iter().chain(extra);
             cases.any(|c| (lo..=hi).contains(c))
         };
-        (0..128)
-            .filter(|&x| matches(x))
-            .fold(0, |mask, x| mask | 1 << x)
+        (0..128).filter(|&x| matches(x)).fold(0, |m, x| m | 1 << x)
     }
 
     /// `\d`, `\D`, `\s`, `\S`, `\w`, `\W`.
@@ -614,7 +615,7 @@ impl Parser<'_> {
     /// `_parse_sub`: alternatives.
     fn alternation(&mut self, top: bool) -> PResult<Item> {
         let mut branches = vec![self.sequence(top)?];
-        while self.eat('|')? {
+        while self.eat("|")? {
             branches.push(self.sequence(false)?);
         }
         match branches.len() {
@@ -626,47 +627,47 @@ impl Parser<'_> {
     /// `_parse`: a sequence of items; `first` where global flags may appear.
     fn sequence(&mut self, first: bool) -> PResult<Item> {
         let mut items: Vec<Item> = Vec::new();
-        while let Some(this) = self.next.filter(|&t| t != ch('|') && t != ch(')')) {
+        while let Some(this) = self.next.clone().filter(|t| t != "|" && t != ")") {
             let start = self.tell();
             self.advance()?;
-            if self.flags & VERBOSE != 0 && !this.esc && " \t\n\r\x0b\x0c#".contains(this.c) {
-                while this.c == '#' && self.get()?.is_some_and(|t| t != ch('\n')) {}
+            if self.flags & VERBOSE != 0 && " \t\n\r\x0b\x0c#".contains(&this) {
+                while this == "#" && self.get()?.is_some_and(|t| t != "\n") {}
                 continue;
             }
             let multiline = self.flags & MULTILINE != 0;
-            let item = match (this.esc, this.c) {
-                (true, c) => self.escape(c)?,
-                (false, '[') => self.class()?,
-                (false, c @ ('*' | '+' | '?' | '{')) => {
-                    self.repeat(c, &mut items)?;
+            let item = match (esc(&this), this.as_str()) {
+                (Some(c), _) => self.escape(c)?,
+                (_, "[") => self.class()?,
+                (_, "*" | "+" | "?" | "{") => {
+                    self.repeat(&this, &mut items)?;
                     continue;
                 }
-                (false, '.') if self.flags & DOTALL != 0 => Item::set(u128::MAX),
-                (false, '.') => Item::set(!(1 << b'\n')),
-                (false, '(') => {
+                (_, ".") if self.flags & DOTALL != 0 => Item::set(u128::MAX),
+                (_, ".") => Item::set(!(1 << b'\n')),
+                (_, "(") => {
                     self.depth += 1;
                     let group = self.group(start, first && items.is_empty())?;
                     self.depth -= 1;
                     let Some(item) = group else { continue };
                     item
                 }
-                (false, '^') => Item::at(if multiline { "(?m:^)" } else { r"\A" }),
-                (false, '$') => Item::at(if multiline { "(?m:$)" } else { r"(?=\n?\z)" }),
-                (false, c) => self.literal(c as u32),
+                (_, "^") => Item::at(if multiline { "(?m:^)" } else { r"\A" }),
+                (_, "$") => Item::at(if multiline { "(?m:$)" } else { r"(?=\n?\z)" }),
+                (_, c) => self.literal(c.chars().next().unwrap_or_default() as u32),
             };
             items.push(item);
         }
         Ok(Item::join(items, false))
     }
 
-    /// A quantifier (`c` is `*`, `+`, `?` or `{`) on the last item; a `{` that does not start a
-    /// valid repeat is a literal.
-    fn repeat(&mut self, c: char, items: &mut Vec<Item>) -> PResult<()> {
+    /// A quantifier (`this` is `*`, `+`, `?` or `{`) on the last item; a `{` that does not start
+    /// a valid repeat is a literal.
+    fn repeat(&mut self, this: &str, items: &mut Vec<Item>) -> PResult<()> {
         let here = self.tell();
-        let bounds = match c {
-            '?' => (0, 1),
-            '*' => (0, MAXREPEAT),
-            '+' => (1, MAXREPEAT),
+        let bounds = match this {
+            "?" => (0, 1),
+            "*" => (0, MAXREPEAT),
+            "+" => (1, MAXREPEAT),
             _ => match self.bounds()? {
                 Some(bounds) => bounds,
                 None => {
@@ -677,15 +678,16 @@ impl Parser<'_> {
             },
         };
         let offset = self.tell() - here + 1;
-        let item = items.pop().filter(|item| !item.at);
-        let Some(item) = item else {
-            fail!(self, offset => "nothing to repeat")
+        let item = items.pop();
+        let refused = item
+            .as_ref()
+            .map_or(Some("nothing to repeat"), |i| i.unrepeatable);
+        let (Some(item), None) = (item, refused) else {
+            fail!(self, offset => "{}", refused.unwrap_or_default())
         };
-        ensure!(!item.repeat, self, offset => "multiple repeat");
-        let mode = if self.eat('?')? {
-            1
-        } else {
-            2 * usize::from(self.eat('+')?)
+        let mode = match self.eat("?")? {
+            true => 1,
+            false => 2 * usize::from(self.eat("+")?),
         };
         items.push(Item::repeat(item, bounds, mode, self.flags & TEMPLATE != 0));
         Ok(())
@@ -694,17 +696,15 @@ impl Parser<'_> {
     /// After `{`: the bounds of `{m,n}`, or `None` when the `{` is a literal.
     fn bounds(&mut self) -> PResult<Option<(u64, u64)>> {
         let here = self.tell();
-        if self.next == Some(ch('}')) {
+        if self.peek("}") {
             return Ok(None);
         }
-        let digits = |p: &mut Self| p.getwhile(usize::MAX, char::is_ascii_digit);
-        let lo = digits(self)?;
-        let hi = if self.eat(',')? {
-            digits(self)?
-        } else {
-            lo.clone()
+        let lo = self.getwhile(usize::MAX, char::is_ascii_digit)?;
+        let hi = match self.eat(",")? {
+            true => self.getwhile(usize::MAX, char::is_ascii_digit)?,
+            false => lo.clone(),
         };
-        if !self.eat('}')? {
+        if !self.eat("}")? {
             return Ok(None);
         }
         // `int(digits)`, which must be below MAXREPEAT.
@@ -724,36 +724,50 @@ impl Parser<'_> {
             self.too_deep.get_or_insert(start);
         }
         let (mut open, mut name, mut scoped) = ("(", None, None);
-        if self.eat('?')? {
+        if self.eat("?")? {
             let Some(t) = self.get()? else {
                 fail!(self, 0 => "unexpected end of pattern")
             };
-            match (t.esc, t.c) {
-                (false, 'P') if self.eat('<')? => name = Some(self.name('>')?),
-                (false, 'P') if self.eat('=')? => return self.named_reference().map(Some),
-                (false, 'P') => match self.get()? {
+            match t.as_str() {
+                "P" if self.eat("<")? => name = Some(self.name(">")?),
+                "P" if self.eat("=")? => {
+                    let name = self.name(")")?;
+                    let (offset, shown) = (len(&name) + 1, repr(&name));
+                    let Some(&gid) = self.names.get(&name) else {
+                        fail!(self, offset => "unknown group name {shown}")
+                    };
+                    return self.reference(gid, offset).map(Some);
+                }
+                "P" => match self.get()? {
                     None => fail!(self, 0 => "unexpected end of pattern"),
-                    Some(t) => fail!(self, t.len() + 2 => "unknown extension ?P{}", t.text()),
+                    Some(t) => fail!(self, len(&t) + 2 => "unknown extension ?P{t}"),
                 },
-                (false, ':') => open = "(?:",
-                (false, '>') => open = "(?>",
-                (false, '#') => loop {
+                ":" => open = "(?:",
+                ">" => open = "(?>",
+                "#" => loop {
                     let offset = self.tell() - start;
                     ensure!(self.next.is_some(), self, offset => "missing ), unterminated comment");
-                    if self.get()? == Some(ch(')')) {
+                    if self.get()?.is_some_and(|t| t == ")") {
                         return Ok(None);
                     }
                 },
-                (false, c @ ('=' | '!' | '<')) => return self.lookaround(c, start).map(Some),
-                (false, '(') => return self.conditional(start).map(Some),
-                _ if t == ch('-') || t.flag().is_some() => match self.parse_flags(t)? {
+                "=" => open = "(?=",
+                "!" => open = "(?!",
+                "<" => match self.get()?.as_deref() {
+                    Some("=") => open = "(?<=",
+                    Some("!") => open = "(?<!",
+                    None => fail!(self, 0 => "unexpected end of pattern"),
+                    Some(t) => fail!(self, len(t) + 2 => "unknown extension ?<{t}"),
+                },
+                "(" => return self.conditional(start).map(Some),
+                _ if t == "-" || flag(&t).is_some() => match self.parse_flags(t)? {
                     Some(flags) => (open, scoped) = ("(?:", Some(flags)),
                     None if first => return Ok(None),
                     None => {
                         fail!(self, at start => "global flags not at the start of the expression")
                     }
                 },
-                _ => fail!(self, t.len() + 1 => "unknown extension ?{}", t.text()),
+                _ => fail!(self, len(&t) + 1 => "unknown extension ?{t}"),
             }
         }
         let gid = self.widths.len();
@@ -763,160 +777,116 @@ impl Parser<'_> {
         if let Some(n) = &name
             && let Some(was) = self.names.insert(n.clone(), gid)
         {
-            let (offset, n) = (n.chars().count() + 1, repr(n));
+            let (offset, n) = (len(n) + 1, repr(n));
             fail!(self, offset => "redefinition of group name {n} as group {gid}; was group {was}");
         }
-        let outer = self.flags;
+        let outer = (self.flags, self.lookbehind);
         if let Some((add, del)) = scoped {
-            let kept = if add & TYPE_FLAGS != 0 {
-                outer & !TYPE_FLAGS
-            } else {
-                outer
+            let kept = match add & TYPE_FLAGS {
+                0 => outer.0,
+                _ => outer.0 & !TYPE_FLAGS,
             };
             self.flags = (kept | add) & !del;
         }
+        if open.starts_with("(?<") {
+            self.lookbehind.get_or_insert(self.widths.len());
+        }
         let body = self.alternation(false)?;
-        self.flags = outer;
+        (self.flags, self.lookbehind) = outer;
         self.close(start)?;
         if open == "(" {
             self.widths[gid] = Some(body.width);
         }
-        Ok(Some(Item::group(
-            open,
-            body,
-            open == "(?:" && scoped.is_none(),
-        )))
+        let plain = open == "(?:" && scoped.is_none();
+        Ok(Some(match open {
+            "(" | "(?:" | "(?>" => Item::group(open, body, plain),
+            _ => Item::look(open, body),
+        }))
     }
 
     /// `_parse_flags` from `t`, a flag or `-`: `None` for global flags (now in effect), else the
     /// scoped flags turned on and off.
-    fn parse_flags(&mut self, mut t: Tok) -> PResult<Option<(u32, u32)>> {
+    fn parse_flags(&mut self, t: String) -> PResult<Option<(u32, u32)>> {
         let (bad, types) = ("bad inline flags:", "flags 'a', 'u' and 'L'");
-        // Phases: turning flags on; turning them off, none yet; turning them off.
-        let missing = ["missing -, : or )", "missing flag", "missing :"];
-        let (mut add, mut del, mut phase) = (0, 0, 0);
-        loop {
-            match t.flag() {
-                Some(4) if phase == 0 => {
-                    fail!(self, 0 => "{bad} cannot use 'L' flag with a str pattern")
-                }
-                Some(flag) if phase == 0 => {
-                    add |= flag;
-                    let clash = flag & TYPE_FLAGS != 0 && add & TYPE_FLAGS != flag;
-                    ensure!(!clash, self, 0 => "{bad} {types} are incompatible");
-                }
-                Some(f) if f & TYPE_FLAGS != 0 => fail!(self, 0 => "{bad} cannot turn off {types}"),
-                Some(flag) => (del, phase) = (del | flag, 2),
-                None if phase == 0 && t == ch(')') => {
-                    self.flags |= add;
-                    return Ok(None);
-                }
-                None if phase == 0 && (t == ch('-') || t == ch(':')) => {
-                    ensure!(add & TEMPLATE == 0, self, 1 => "{bad} cannot turn on global flag");
-                    phase = 1;
-                }
-                None if phase == 2 && t == ch(':') => {}
-                None => {
-                    let alpha = !t.esc && is(&ALPHA, t.c);
-                    let msg = if alpha {
-                        "unknown flag"
-                    } else {
-                        missing[phase]
-                    };
-                    fail!(self, t.len() => "{msg}");
-                }
+        let (mut add, mut del, mut next) = (0, 0, flag(&t).ok_or(t));
+        while let Ok(flag) = next {
+            ensure!(flag != 4, self, 0 => "{bad} cannot use 'L' flag with a str pattern");
+            add |= flag;
+            let clash = flag & TYPE_FLAGS != 0 && add & TYPE_FLAGS != flag;
+            ensure!(!clash, self, 0 => "{bad} {types} are incompatible");
+            next = self.next_flag(&[")", "-", ":"], "missing -, : or )")?;
+        }
+        let end = next.err().unwrap_or_default();
+        if end == ")" {
+            self.flags |= add;
+            return Ok(None);
+        }
+        ensure!(add & TEMPLATE == 0, self, 1 => "{bad} cannot turn on global flag");
+        if end == "-" {
+            next = self.next_flag(&[], "missing flag")?;
+            while let Ok(flag) = next {
+                ensure!(flag & TYPE_FLAGS == 0, self, 0 => "{bad} cannot turn off {types}");
+                del |= flag;
+                next = self.next_flag(&[":"], "missing :")?;
             }
-            if t == ch(':') {
-                break;
-            }
-            let Some(next) = self.get()? else {
-                fail!(self, 0 => "{}", missing[phase])
-            };
-            t = next;
         }
         ensure!(del & TEMPLATE == 0, self, 1 => "{bad} cannot turn off global flag");
         ensure!(add & del == 0, self, 1 => "{bad} flag turned on and off");
         Ok(Some((add, del)))
     }
 
-    /// After `(?P=`: a reference to a named group.
-    fn named_reference(&mut self) -> PResult<Item> {
-        let name = self.name(')')?;
-        let offset = name.chars().count() + 1;
-        let gid = self.names.get(&name).copied();
-        let Some(gid) = gid else {
-            fail!(self, offset => "unknown group name {}", repr(&name))
+    /// The next token of inline flags: a flag, or (`Err`) one of `ends`; Python's error else.
+    fn next_flag(&mut self, ends: &[&str], missing: &str) -> PResult<Result<u32, String>> {
+        let Some(t) = self.get()? else {
+            fail!(self, 0 => "{missing}")
         };
-        ensure!(self.closed(gid), self, offset => "cannot refer to an open group");
-        self.check_lookbehind(gid)?;
-        Ok(self.backreference(gid))
-    }
-
-    fn backreference(&mut self, gid: usize) -> Item {
-        self.reads_captures = true;
-        let ignorecase = self.flags & IGNORECASE != 0;
-        let re = if ignorecase {
-            format!(r"(?i:\{gid})")
-        } else {
-            format!(r"\{gid}")
-        };
-        Item::new(re, self.widths[gid].unwrap_or_default(), false, None)
-    }
-
-    /// After `(?=`, `(?!` or `(?<`.
-    fn lookaround(&mut self, c: char, start: usize) -> PResult<Item> {
-        let (behind, negate) = match c {
-            '<' => match self.get()? {
-                Some(t) if t == ch('=') || t == ch('!') => (true, t.c == '!'),
-                Some(t) => fail!(self, t.len() + 2 => "unknown extension ?<{}", t.text()),
-                None => fail!(self, 0 => "unexpected end of pattern"),
-            },
-            _ => (false, c == '!'),
-        };
-        let outer = self.lookbehind;
-        if behind && outer.is_none() {
-            self.lookbehind = Some(self.widths.len());
+        if ends.contains(&t.as_str()) {
+            return Ok(Err(t));
         }
-        let body = self.alternation(false)?;
-        self.lookbehind = outer;
-        self.close(start)?;
-        Ok(Item::look(behind, negate, body))
+        match flag(&t) {
+            Some(flag) => Ok(Ok(flag)),
+            None if t.chars().all(|c| is(&ALPHA, c)) => fail!(self, len(&t) => "unknown flag"),
+            None => fail!(self, len(&t) => "{missing}"),
+        }
     }
 
     /// After `(?(`: a conditional `(?(group)yes|no)`.
     fn conditional(&mut self, start: usize) -> PResult<Item> {
-        let name = self.getuntil(')', "group name")?;
-        let (offset, shown) = (name.chars().count() + 1, repr(&name));
+        let name = self.getuntil(")", "group name")?;
+        let (offset, shown) = (len(&name) + 1, repr(&name));
+        let named = IDENTIFIER.is_match(&name);
         let gid = match py_int(&name) {
-            _ if is_identifier(&name) => match self.names.get(&name) {
+            _ if named => match self.names.get(&name) {
                 Some(&gid) => gid,
                 None => fail!(self, offset => "unknown group name {shown}"),
             },
-            Some((_, digits)) if digits == "0" => fail!(self, offset => "bad group number"),
-            Some((false, digits)) => match digits.parse::<u64>() {
+            Some(n) if n == "0" => fail!(self, offset => "bad group number"),
+            Some(n) if !n.starts_with('-') => match n.parse::<u64>() {
                 Ok(gid) if gid < MAXGROUPS => gid as usize,
-                _ => fail!(self, offset => "invalid group reference {digits}"),
+                _ => fail!(self, offset => "invalid group reference {n}"),
             },
             _ => fail!(self, offset => "bad character in group name {shown}"),
         };
-        let numbered = !is_identifier(&name);
-        if numbered && self.grouprefpos.iter().all(|&(g, _)| g != gid as u64) {
+        if !named && self.grouprefpos.iter().all(|&(g, _)| g != gid as u64) {
             self.grouprefpos.push((gid as u64, self.tell() - offset));
         }
         self.check_lookbehind(gid)?;
         self.reads_captures = true;
         let yes = self.sequence(false)?;
-        let no = if self.eat('|')? {
-            self.sequence(false)?
-        } else {
-            Item::default()
+        let no = match self.eat("|")? {
+            true => self.sequence(false)?,
+            false => Item::default(),
         };
         let many = "conditional backref with more than two branches";
-        ensure!(self.next != Some(ch('|')), self, 0 => "{many}");
+        ensure!(!self.peek("|"), self, 0 => "{many}");
         self.close(start)?;
         let width = (yes.width.0.min(no.width.0), yes.width.1.max(no.width.1));
         let re = format!("(?({gid}){}|{})", yes.re, no.re);
-        Ok(Item::new(re, width, false, yes.err.or(no.err)))
+        let err = yes.err.or(no.err);
+        Ok(Item {
+            err,
+            ..item(re, width)
+        })
     }
 
     /// `_escape`: an escape outside a class.
@@ -928,28 +898,27 @@ impl Parser<'_> {
             // CPython up to 3.13: never in an empty string.
             'B' => return Ok(Item::at(r"(?!\A\z)\B")),
             'd' | 'D' | 's' | 'S' | 'w' | 'W' => return Ok(Item::set(self.category(c))),
-            _ => {}
+            '1'..='9' => {}
+            _ => {
+                let code = self.char_escape(c)?;
+                return Ok(self.literal(code));
+            }
         }
-        if let Some(code) = self.char_escape(c, false)? {
-            return Ok(self.literal(code));
-        }
-        // `\1`..`\9`: an octal escape of three digits, or a group reference.
-        let mut escape = format!("\\{c}");
-        let oct = |c: &char| ('0'..='7').contains(c);
-        if let Some(t) = self.next.filter(|t| !t.esc && t.c.is_ascii_digit()) {
+        // An octal escape of three digits, or a group reference.
+        let (mut escape, oct) = (format!("\\{c}"), |c: &char| ('0'..='7').contains(c));
+        let digit = |p: &Self| p.next.as_ref().and_then(|t| t.chars().next());
+        if let Some(d) = digit(self).filter(char::is_ascii_digit) {
             self.advance()?;
-            escape.push(t.c);
-            if oct(&c) && oct(&t.c) && self.next.is_some_and(|n| !n.esc && oct(&n.c)) {
+            escape.push(d);
+            if oct(&c) && oct(&d) && digit(self).is_some_and(|n| oct(&n)) {
                 escape += &self.getwhile(1, oct)?;
                 return Ok(self.literal(self.octal(&escape)?));
             }
         }
-        let gid: usize = escape[1..].parse().unwrap_or(usize::MAX);
+        let gid: usize = escape[1..].parse().unwrap_or_default();
         let offset = escape.len();
         ensure!(gid < self.widths.len(), self, offset - 1 => "invalid group reference {gid}");
-        ensure!(self.closed(gid), self, offset => "cannot refer to an open group");
-        self.check_lookbehind(gid)?;
-        Ok(self.backreference(gid))
+        self.reference(gid, offset)
     }
 
     /// The value of an octal escape (just read).
@@ -960,49 +929,44 @@ impl Parser<'_> {
         Ok(code)
     }
 
-    /// An escape for one character, in a class or not; `None` for `\1`..`\9` outside a class.
-    fn char_escape(&mut self, c: char, class: bool) -> PResult<Option<u32>> {
+    /// An escape for one character, in a class or not (but not `\1`..`\9` outside a class).
+    fn char_escape(&mut self, c: char) -> PResult<u32> {
         if let Some(i) = "abfnrtv".find(c) {
-            return Ok(Some([7, 8, 12, 10, 13, 9, 11][i]));
+            return Ok([7, 8, 12, 10, 13, 9, 11][i]);
         }
         let digits = match c {
             'x' => 2,
             'u' => 4,
             'U' => 8,
-            'N' => return self.named_char().map(Some),
-            '0'..='7' if class || c == '0' => {
+            'N' => return self.named_char(),
+            '0'..='7' => {
                 let more = self.getwhile(2, |c| ('0'..='7').contains(c))?;
-                return self.octal(&format!("\\{c}{more}")).map(Some);
+                return self.octal(&format!("\\{c}{more}"));
             }
-            '1'..='9' if !class => return Ok(None),
             _ if c.is_ascii_alphanumeric() => fail!(self, 2 => "bad escape \\{c}"),
-            _ => return Ok(Some(c as u32)),
+            _ => return Ok(c as u32),
         };
         let escape = format!("\\{c}{}", self.getwhile(digits, char::is_ascii_hexdigit)?);
         let offset = escape.len();
         ensure!(offset == digits + 2, self, offset => "incomplete escape {escape}");
         match u32::from_str_radix(&escape[2..], 16) {
-            Ok(code) if code <= 0x10FFFF => Ok(Some(code)),
+            Ok(code) if code <= 0x10FFFF => Ok(code),
             _ => fail!(self, offset => "bad escape {escape}"),
         }
     }
 
     /// After `\N`: `{name}`, looked up as `unicodedata.lookup` does.
     fn named_char(&mut self) -> PResult<u32> {
-        ensure!(self.eat('{')?, self, 0 => "missing {{");
-        let name = self.getuntil('}', "character name")?;
-        let length = name.chars().count() + 4;
+        ensure!(self.eat("{")?, self, 0 => "missing {{");
+        let name = self.getuntil("}", "character name")?;
+        let length = len(&name) + 4;
         match lookup_char_name(&name) {
             Ok(Some(code)) => Ok(code),
             Ok(None) => fail!(self, length => "undefined character name {}", repr(&name)),
             Err(()) => {
                 let (kind, pos) = (PatternErrorKind::Unsupported, Some(self.tell() - length));
-                Err(PatternError::new(
-                    self.pattern,
-                    kind,
-                    pos,
-                    format!("`\\N{{{name}}}`"),
-                ))
+                let detail = format!("`\\N{{{name}}}`");
+                Err(PatternError::new(self.pattern, kind, pos, detail))
             }
         }
     }
@@ -1010,34 +974,31 @@ impl Parser<'_> {
     /// A character class after its `[`.
     fn class(&mut self) -> PResult<Item> {
         let here = self.tell() - 1;
-        let (negate, mut mask, mut members) = (self.eat('^')?, 0, 0);
+        let (negate, mut mask, mut members) = (self.eat("^")?, 0, 0);
         loop {
-            let this = self.get()?;
-            let Some(this) = this else {
+            let Some(this) = self.get()? else {
                 fail!(self, at here => "unterminated character set")
             };
-            if this == ch(']') && members > 0 {
+            if this == "]" && members > 0 {
                 break;
             }
             members += 1;
-            let (code1, set1) = self.member(this)?;
-            if !self.eat('-')? {
+            let (code1, set1) = self.member(&this)?;
+            if !self.eat("-")? {
                 mask |= set1;
                 continue;
             }
-            let that = self.get()?;
-            let Some(that) = that else {
+            let Some(that) = self.get()? else {
                 fail!(self, at here => "unterminated character set")
             };
-            if that == ch(']') {
+            if that == "]" {
                 mask |= set1 | self.chars('-' as u32, '-' as u32);
                 break;
             }
-            match (code1, self.member(that)?.0) {
+            match (code1, self.member(&that)?.0) {
                 (Some(lo), Some(hi)) if lo <= hi => mask |= self.chars(lo, hi),
                 _ => {
-                    let (offset, a, b) = (this.len() + 1 + that.len(), this.text(), that.text());
-                    fail!(self, offset => "bad character range {a}-{b}")
+                    fail!(self, len(&this) + 1 + len(&that) => "bad character range {this}-{that}")
                 }
             }
         }
@@ -1045,11 +1006,11 @@ impl Parser<'_> {
     }
 
     /// A class member: its code point (none for a category) and the ASCII characters it matches.
-    fn member(&mut self, t: Tok) -> PResult<(Option<u32>, u128)> {
-        let code = match (t.esc, t.c) {
-            (true, c @ ('d' | 'D' | 's' | 'S' | 'w' | 'W')) => return Ok((None, self.category(c))),
-            (true, c) => self.char_escape(c, true)?.unwrap_or_default(),
-            (false, c) => c as u32,
+    fn member(&mut self, t: &str) -> PResult<(Option<u32>, u128)> {
+        let code = match esc(t) {
+            Some(c @ ('d' | 'D' | 's' | 'S' | 'w' | 'W')) => return Ok((None, self.category(c))),
+            Some(c) => self.char_escape(c)?,
+            None => t.chars().next().unwrap_or_default() as u32,
         };
         Ok((Some(code), self.chars(code, code)))
     }
@@ -1076,22 +1037,18 @@ fn is(class: &Class, c: char) -> bool {
     class.is_match(c.encode_utf8(&mut [0; 4]))
 }
 
-/// `str.isidentifier()`.
-fn is_identifier(name: &str) -> bool {
-    IDENTIFIER.is_match(name)
-}
-
-/// Python's `int(s)` on a group number: whether it is negative, and its decimal digits without
-/// leading zeros; `None` where Python raises `ValueError`.
-fn py_int(s: &str) -> Option<(bool, String)> {
+/// `str(int(s))` of a group number; `None` where Python's `int` raises `ValueError`.
+fn py_int(s: &str) -> Option<String> {
     let caps = INT.captures(s)?;
     // Unicode decimal digits come in runs of ten, 0 to 9.
     let below = |c: char, k| char::from_u32(c as u32 - k).is_some_and(|d| is(&DIGIT, d));
     let value = |c| char::from(b'0' + ((1..).take_while(|&k| below(c, k)).count() % 10) as u8);
     let digits: String = caps[2].chars().filter(|&c| c != '_').map(value).collect();
-    let digits = digits.trim_start_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    Some((&caps[1] == "-", digits.to_string()))
+    let sign = if &caps[1] == "-" { "-" } else { "" };
+    match digits.trim_start_matches('0') {
+        "" => Some("0".into()),
+        digits => Some(format!("{sign}{digits}")),
+    }
 }
 
 /// `repr(str)`, for names quoted in Python's messages.
@@ -1297,8 +1254,9 @@ mod tests {
         // Python's `int()`: whitespace, a sign, Unicode digits, single underscores.
         assert!(m("(a)(?( +1 )b|c)", "ab"));
         assert!(m("(a)(?(١)b|c)", "ab"));
-        assert_eq!(py_int(" +1_0 "), Some((false, "10".into())));
-        assert_eq!(py_int("-٣"), Some((true, "3".into())));
+        assert_eq!(py_int(" +1_0 "), Some("10".into()));
+        assert_eq!(py_int("-٣"), Some("-3".into()));
+        assert_eq!(py_int("-0_0"), Some("0".into()));
         assert!(py_int("1__0").is_none());
     }
 
