@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -647,8 +647,51 @@ fn secret_object(binding: &AirflowSecretBinding, part: &SecretPart, content: &Co
     }
 }
 
+/// What the operator reads from the answer to a write of a managed Secret: its resource
+/// version, its field managers and its data keys. The API server answers with the whole Secret;
+/// its values and the sets of its managed fields (at 10,000 keys, megabytes once parsed) are
+/// skipped.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WrittenSecret {
+    #[serde(default)]
+    metadata: WrittenMeta,
+    data: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrittenMeta {
+    resource_version: Option<String>,
+    managed_fields: Option<Vec<FieldManager>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FieldManager {
+    manager: Option<String>,
+}
+
+impl WrittenSecret {
+    /// The field managers, as [`legacy_managers`] reads them.
+    fn managers(&self) -> ObjectMeta {
+        ObjectMeta {
+            managed_fields: self.metadata.managed_fields.as_ref().map(|fields| {
+                fields
+                    .iter()
+                    .map(|f| ManagedFieldsEntry {
+                        manager: f.manager.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// Creates a managed Secret (never taking over a same-named one) or applies it, then releases the
-/// first version's field managers and removes keys that are not in `body`.
+/// first version's field managers and removes keys that are not in `body`. The body is
+/// serialised once and dropped, and answers are read as [`WrittenSecret`]: a write of a large
+/// Secret holds one copy of it, not four.
 pub(super) async fn write_secret(
     binding: &AirflowSecretBinding,
     api: &Api<Secret>,
@@ -661,6 +704,11 @@ pub(super) async fn write_secret(
         .clone()
         .expect("a managed Secret has a name");
     let keys: BTreeSet<String> = body.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+    body.metadata.managed_fields = None;
+    let json = serde_json::value::to_raw_value(&body).map_err(kube::Error::SerdeError)?;
+    drop(body);
+    let client = api.clone().into_client();
+    let request = kube::core::Request::new(api.resource_url());
     let mut written = if exists {
         None
     } else {
@@ -668,7 +716,10 @@ pub(super) async fn write_secret(
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.create(&pp, &body).await {
+        let create = request
+            .create(&pp, json.get().as_bytes().to_vec())
+            .map_err(kube::Error::BuildRequest)?;
+        match client.request::<WrittenSecret>(create).await {
             Ok(s) => Some(s),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 if !controlled_by(&api.get(&name).await?, binding) {
@@ -680,16 +731,16 @@ pub(super) async fn write_secret(
         }
     };
     if written.is_none() {
-        body.metadata.managed_fields = None;
-        let mut applied = api
+        let apply = request
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
+                &Patch::Apply(&*json),
             )
-            .await?;
-        for legacy in legacy_managers(&applied.metadata) {
-            applied = api
+            .map_err(kube::Error::BuildRequest)?;
+        let mut applied: WrittenSecret = client.request(apply).await?;
+        for legacy in legacy_managers(&applied.managers()) {
+            let release = request
                 .patch(
                     &name,
                     &PatchParams::apply(&legacy).force(),
@@ -697,12 +748,27 @@ pub(super) async fn write_secret(
                         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
                     ),
                 )
-                .await?;
+                .map_err(kube::Error::BuildRequest)?;
+            applied = client.request(release).await?;
         }
         written = Some(applied);
     }
-    let mut s = written.expect("written above");
-    let stale: serde_json::Map<String, serde_json::Value> = s
+    drop(json);
+    let s = written.expect("written above");
+    let s = remove_other_keys(&client, &request, &name, &keys, s).await?;
+    Ok(Written::Version(s.metadata.resource_version))
+}
+
+/// Removes the data keys a written Secret has beyond `keys` (a removed entry's, or keys another
+/// field manager wrote).
+async fn remove_other_keys(
+    client: &kube::Client,
+    request: &kube::core::Request,
+    name: &str,
+    keys: &BTreeSet<String>,
+    written: WrittenSecret,
+) -> Result<WrittenSecret, kube::Error> {
+    let stale: serde_json::Map<String, serde_json::Value> = written
         .data
         .iter()
         .flatten()
@@ -710,19 +776,20 @@ pub(super) async fn write_secret(
         .filter(|k| !keys.contains(*k))
         .map(|k| (k.clone(), serde_json::Value::Null))
         .collect();
-    if !stale.is_empty() {
-        s = api
-            .patch(
-                &name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &Patch::Merge(json!({"data": stale})),
-            )
-            .await?;
+    if stale.is_empty() {
+        return Ok(written);
     }
-    Ok(Written::Version(s.resource_version()))
+    let remove = request
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": stale})),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    client.request(remove).await
 }
 
 /// Publishes the binding's delivery for the workload controller and wakes the Deployments it
