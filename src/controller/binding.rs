@@ -21,7 +21,9 @@ use tracing::info;
 
 use super::index::{Key, Resolved};
 use super::{Context, Error, backoff, with_jitter};
-use crate::api::{AirflowSecretBinding, EntryState, Mode, WorkloadState, WorkloadStatus};
+use crate::api::{
+    AirflowSecretBinding, EntryState, EntryStatus, Mode, WorkloadState, WorkloadStatus,
+};
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{BindingLabels, EntryLabels};
 use crate::plan::backend;
@@ -258,7 +260,7 @@ async fn observe(
     forced: bool,
 ) -> Read {
     if binding.spec.mode == Mode::Backend {
-        return Read::Entries(backend::backend_entries(&binding.spec));
+        return Read::Entries(Arc::new(backend::backend_entries(&binding.spec)));
     }
     let force = force_of(binding);
     let interval = refresh_interval(binding);
@@ -300,8 +302,11 @@ async fn observe(
         .resolve_for(&reader, &binding.spec, patterns, &held)
         .await
     {
-        Ok(entries) => {
-            remember(ctx, key, binding, force, &entries);
+        Ok(mut entries) => {
+            // Kept until the next read: without the spare capacity the list grew with.
+            entries.shrink_to_fit();
+            let entries = Arc::new(entries);
+            remember(ctx, key, binding, force, entries.clone());
             // Secrets whose version the shared view found changed (by this read or a
             // concurrent one): every binding that read them refreshes now, together.
             ctx.wake_changed();
@@ -358,7 +363,7 @@ fn remember(
     key: &Key,
     binding: &AirflowSecretBinding,
     force: Option<String>,
-    entries: &[ResolvedEntry],
+    entries: Arc<Vec<ResolvedEntry>>,
 ) {
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(key);
@@ -368,7 +373,7 @@ fn remember(
         force,
         at: Instant::now(),
         when: Timestamp::now(),
-        entries: entries.to_vec(),
+        entries,
     });
 }
 
@@ -525,7 +530,12 @@ async fn write_secrets(
             .map(|_| ())
             .or_else(ignore_404)?;
     }
-    remember_written(ctx, key, content);
+    remember_written(
+        ctx,
+        key,
+        content,
+        plan.entries.as_deref().unwrap_or_default(),
+    );
     for (part, created) in wrote {
         let verb = if created { "Created" } else { "Updated" };
         let name = &part.name;
@@ -554,8 +564,8 @@ async fn write_secrets(
 }
 
 /// What the binding's Secrets hold now: the data by content key, the digest and the version
-/// behind each value.
-fn remember_written(ctx: &Context, key: &Key, content: &Content) {
+/// behind each value (from the entries' status lines).
+fn remember_written(ctx: &Context, key: &Key, content: &Content, entries: &[EntryStatus]) {
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(key);
     state.foreign_secret = None;
@@ -573,7 +583,7 @@ fn remember_written(ctx: &Context, key: &Key, content: &Content) {
             .collect(),
     ));
     state.last_digest = Some(content.source_digest.clone());
-    state.last_versions = Some(Arc::new(held::versions_of_content(&content.entries)));
+    state.last_versions = Some(Arc::new(held::versions_of_content(entries)));
 }
 
 pub(super) fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {
@@ -925,7 +935,7 @@ fn compute_status(
                 .map(|c| c.content_hash.clone())
                 .or_else(|| previous.content_hash.clone()),
             last_sync_time: synced_at,
-            entries: entries.clone(),
+            entries,
             workloads,
             verdict: v,
         },

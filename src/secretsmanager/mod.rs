@@ -305,7 +305,7 @@ impl SecretsManager {
             Err(e) => return Err(e),
         };
         let direct_read = self.read_direct(view, &direct).await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(wanted.len() + discovered.len());
         for w in &wanted {
             let direct_key = (w.secret_id.clone(), w.version.clone());
             let (version_id, outcome) = match direct_read.get(&direct_key) {
