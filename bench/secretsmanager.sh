@@ -11,12 +11,18 @@
 # a binding's creation to its Secret's (watch events, timestamped here), Secrets Manager calls
 # and value bytes of one idle refresh interval and of one changed secret, an operator restart
 # (calls, value bytes and Secret writes until every binding has reconciled again, and how long
-# that took), peak RSS, and process start → ready (/readyz: the binding API is listed). Calls are
-# counted by the operator (`airflow_secrets_secretsmanager_*`) with AWS's page sizes (100 per
-# ListSecrets page, 20 ids per BatchGetSecretValue), so they are the calls AWS would bill.
+# that took), peak RSS (VmHWM: of the first process, at the end of its run; of the restarted
+# one, once every binding has reconciled again), and process start → ready (/readyz: the
+# binding API is listed). Calls are counted by the operator (`airflow_secrets_secretsmanager_*`)
+# with AWS's page sizes (100 per ListSecrets page, 20 ids per BatchGetSecretValue), so they are
+# the calls AWS would bill.
 # `shapes="per-conn sparse" bench/secretsmanager.sh 1000` runs some shapes only; `interval=3`
 # sets the bindings' refreshInterval in seconds (default 20); `appliers=4` applies the bindings
 # with four parallel `kubectl apply`s (faster creation, so more of them queue at once).
+# The discovery shape runs next to the agent release (tests/agent-chart, `astro-agent`: worker,
+# DAG processor, triggerer Deployments in the operator's cache); `injection=Env` (or
+# `KubernetesBackend`, `EnvFrom`) makes its binding deliver to that release instead of
+# `SecretOnly`.
 # Prints one table per size; docs/benchmarks.md records the figures.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -96,7 +102,10 @@ bindings() { # shape n prefix namespace
   local shape=$1 n=$2 p=$3 ns=$4
   case $shape in
     discovery)
-      printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: all, namespace: %s}\nspec:\n  discovery: {connectionsPrefix: %s}\n  target: {injection: SecretOnly}\n  refreshInterval: %ss\n' "$ns" "$p" "$interval" ;;
+      local target='{injection: SecretOnly}'
+      [[ ${injection:-SecretOnly} != SecretOnly ]] &&
+        target="{workloads: {helmRelease: astro-agent}, injection: $injection}"
+      printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: all, namespace: %s}\nspec:\n  discovery: {connectionsPrefix: %s}\n  target: %s\n  refreshInterval: %ss\n' "$ns" "$p" "$target" "$interval" ;;
     per-conn | sparse)
       for ((i = 0; i < n; i++)); do
         printf -- '---\napiVersion: airflow-secrets.io/v1alpha1\nkind: AirflowSecretBinding\nmetadata: {name: b%05d, namespace: %s}\nspec:\n  connections: [{connId: c%05d, secretId: %s/c%05d}]\n  target: {injection: SecretOnly}\n  refreshInterval: %ss\n' "$i" "$ns" "$i" "$p" "$i" "$interval"
@@ -115,12 +124,16 @@ bindings() { # shape n prefix namespace
 }
 
 run_shape() { # shape n
-  local shape=$1 n=$2 ns p count t_start t_ready t_applied t_synced t_restart t_resynced s0 s1 s2 s3 rss lat v0 v1 writes
+  local shape=$1 n=$2 ns p count t_start t_ready t_applied t_synced t_restart t_resynced s0 s1 s2 s3 rss rss_restart lat v0 v1 writes
   ns="bench-$shape-$n"
   p="bench/$n/connections"
   [[ $shape == sparse ]] && p="bench/sparse/$n/connections"
   count=$([[ $shape == discovery ]] && echo 1 || { [[ $shape == shared ]] && echo 100 || echo "$n"; })
   k create namespace "$ns" >/dev/null
+  if [[ $shape == discovery ]]; then
+    "$ASO_HELM" install astro-agent "$root/tests/agent-chart" -n "$ns" --wait \
+      --set resourceNamePrefix=astro-agent --set 'workers[0].name=default-worker' >/dev/null
+  fi
   bindings "$shape" "$n" "$p" "$ns" >"$state/$ns.yaml"
   t_start=$(now)
   start_operator "$ns"
@@ -156,21 +169,22 @@ run_shape() { # shape n
   until (($(reconciled) >= count)); do sleep 0.1; done
   t_resynced=$(now)
   s3=$(snapshot)
+  rss_restart=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$op_pid/status")
   sleep 3
   v1=$(versions "$ns")
   writes=$(comm -13 <(echo "$v0") <(echo "$v1") | wc -l)
   stop_operator
   k delete namespace "$ns" --wait=false >/dev/null
-  printf '| %s | %s | %s s | %s | %s | %s | %s, %s Secret writes, %s s | %s MiB | %s s |\n' "$shape" "$count" \
+  printf '| %s | %s | %s s | %s | %s | %s | %s, %s Secret writes, %s s | %s / %s MiB | %s s |\n' "$shape" "$count" \
     "$(secs "$t_applied" "$t_synced")" "$lat" "$(diff_calls "$s0" "$s1")" "$(diff_calls "$s1" "$s2")" \
-    "$(diff_calls "0 0 0 0" "$s3")" "$writes" "$(secs "$t_restart" "$t_resynced")" "$rss" "$(secs "$t_start" "$t_ready")"
+    "$(diff_calls "0 0 0 0" "$s3")" "$writes" "$(secs "$t_restart" "$t_resynced")" "$rss" "$rss_restart" "$(secs "$t_start" "$t_ready")"
 }
 
 for n in "${sizes[@]}"; do
   seed "$n" "bench/$n/connections"
   echo
   echo "## $n secrets (refreshInterval ${interval}s)"
-  echo "| bindings | count | apply end → all Secrets | creation → Secret p50 / p99 | idle interval: List + Batch + Get = calls \| value bytes | one changed secret: calls \| value bytes | restart: calls \| value bytes, Secret writes, until all reconciled | peak RSS | start → ready |"
+  echo "| bindings | count | apply end → all Secrets | creation → Secret p50 / p99 | idle interval: List + Batch + Get = calls \| value bytes | one changed secret: calls \| value bytes | restart: calls \| value bytes, Secret writes, until all reconciled | peak RSS: run / after the restart | start → ready |"
   echo "|---|---|---|---|---|---|---|---|---|"
   for shape in ${shapes:-discovery per-conn shared sparse}; do
     if [[ $shape == sparse ]]; then

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -22,7 +22,9 @@ use tracing::info;
 use super::index::{Key, Resolved};
 use super::owners::SecretRef;
 use super::{Context, Error, backoff, with_jitter};
-use crate::api::{AirflowSecretBinding, EntryState, Mode, WorkloadState, WorkloadStatus};
+use crate::api::{
+    AirflowSecretBinding, EntryState, EntryStatus, Mode, WorkloadState, WorkloadStatus,
+};
 use crate::entries::{Fetched, ResolvedEntry};
 use crate::metrics::{BindingLabels, EntryLabels};
 use crate::plan::backend;
@@ -345,7 +347,10 @@ async fn observe(
     forced: bool,
 ) -> Read {
     if binding.spec.mode == Mode::Backend {
-        return Read::Entries(backend::backend_entries(&binding.spec, &grant.origin));
+        return Read::Entries(Arc::new(backend::backend_entries(
+            &binding.spec,
+            &grant.origin,
+        )));
     }
     let force = force_of(binding);
     let interval = refresh_interval(binding);
@@ -387,8 +392,11 @@ async fn observe(
         .resolve_for(&reader, grant, &binding.spec, patterns, &held)
         .await
     {
-        Ok(entries) => {
-            remember(ctx, key, binding, force, &entries);
+        Ok(mut entries) => {
+            // Kept until the next read: without the spare capacity the list grew with.
+            entries.shrink_to_fit();
+            let entries = Arc::new(entries);
+            remember(ctx, key, binding, force, entries.clone());
             // Secrets whose version the shared view found changed (by this read or a
             // concurrent one): every binding that read them refreshes now, together.
             ctx.wake_changed();
@@ -445,7 +453,7 @@ fn remember(
     key: &Key,
     binding: &AirflowSecretBinding,
     force: Option<String>,
-    entries: &[ResolvedEntry],
+    entries: Arc<Vec<ResolvedEntry>>,
 ) {
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(key);
@@ -455,7 +463,7 @@ fn remember(
         force,
         at: Instant::now(),
         when: Timestamp::now(),
-        entries: entries.to_vec(),
+        entries,
     });
 }
 
@@ -551,6 +559,31 @@ async fn read_secret_data(
     Ok(out)
 }
 
+/// Deletes the owned Secrets the content no longer has: parts, and labelled Secrets — in the
+/// namespace the backend reads, and in any other (the binding's own, or a backend namespace it
+/// left).
+async fn remove_unneeded(
+    binding: &AirflowSecretBinding,
+    ctx: &Context,
+    key: &Key,
+    content: &Content,
+    owned: impl Iterator<Item = &(String, String)>,
+) -> Result<(), Error> {
+    let target = crate::plan::labelled::target_namespace(binding);
+    let keep = |ns: &String, n: &String| {
+        (*ns == key.0 && content.parts.iter().any(|p| &p.name == n))
+            || (*ns == target && content.labelled.iter().any(|l| &l.name == n))
+    };
+    for (ns, name) in owned.filter(|(ns, n)| !keep(ns, n)) {
+        Api::<Secret>::namespaced(ctx.client.clone(), ns)
+            .delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+            .or_else(ignore_404)?;
+    }
+    Ok(())
+}
+
 /// Writes the Secrets whose content, ownership or resource version differ from the plan; removes
 /// parts the content no longer needs.
 async fn write_secrets(
@@ -596,21 +629,13 @@ async fn write_secrets(
         }
     }
     let labelled = super::labelled::write_all(binding, ctx, &content.labelled).await?;
-    // What the content no longer has: parts, and labelled Secrets — in the namespace the
-    // backend reads, and in any other (the binding's own, or a backend namespace it left).
-    let target = crate::plan::labelled::target_namespace(binding);
-    let keep = |ns: &String, n: &String| {
-        (*ns == key.0 && content.parts.iter().any(|p| &p.name == n))
-            || (*ns == target && content.labelled.iter().any(|l| &l.name == n))
-    };
-    for (ns, name) in owned.keys().filter(|(ns, n)| !keep(ns, n)) {
-        Api::<Secret>::namespaced(ctx.client.clone(), ns)
-            .delete(name, &DeleteParams::default())
-            .await
-            .map(|_| ())
-            .or_else(ignore_404)?;
-    }
-    remember_written(ctx, key, content);
+    remove_unneeded(binding, ctx, key, content, owned.keys()).await?;
+    remember_written(
+        ctx,
+        key,
+        content,
+        plan.entries.as_deref().unwrap_or_default(),
+    );
     for (part, created) in wrote {
         let verb = if created { "Created" } else { "Updated" };
         let name = &part.name;
@@ -639,8 +664,8 @@ async fn write_secrets(
 }
 
 /// What the binding's Secrets hold now: the data by content key, the digest and the version
-/// behind each value.
-fn remember_written(ctx: &Context, key: &Key, content: &Content) {
+/// behind each value (from the entries' status lines).
+fn remember_written(ctx: &Context, key: &Key, content: &Content, entries: &[EntryStatus]) {
     let mut index = ctx.index.lock().expect("index");
     let state = index.binding(key);
     state.foreign_secret = None;
@@ -658,7 +683,7 @@ fn remember_written(ctx: &Context, key: &Key, content: &Content) {
             .collect(),
     ));
     state.last_digest = Some(content.source_digest.clone());
-    state.last_versions = Some(Arc::new(held::versions_of_content(&content.entries)));
+    state.last_versions = Some(Arc::new(held::versions_of_content(entries)));
 }
 
 pub(super) fn ignore_404(e: kube::Error) -> Result<(), kube::Error> {
@@ -732,8 +757,51 @@ fn secret_object(binding: &AirflowSecretBinding, part: &SecretPart, content: &Co
     }
 }
 
+/// What the operator reads from the answer to a write of a managed Secret: its resource
+/// version, its field managers and its data keys. The API server answers with the whole Secret;
+/// its values and the sets of its managed fields (at 10,000 keys, megabytes once parsed) are
+/// skipped.
+#[derive(Debug, Default, serde::Deserialize)]
+struct WrittenSecret {
+    #[serde(default)]
+    metadata: WrittenMeta,
+    data: Option<BTreeMap<String, serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WrittenMeta {
+    resource_version: Option<String>,
+    managed_fields: Option<Vec<FieldManager>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FieldManager {
+    manager: Option<String>,
+}
+
+impl WrittenSecret {
+    /// The field managers, as [`legacy_managers`] reads them.
+    fn managers(&self) -> ObjectMeta {
+        ObjectMeta {
+            managed_fields: self.metadata.managed_fields.as_ref().map(|fields| {
+                fields
+                    .iter()
+                    .map(|f| ManagedFieldsEntry {
+                        manager: f.manager.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// Creates a managed Secret (never taking over a same-named one) or applies it, then releases the
-/// first version's field managers and removes keys that are not in `body`.
+/// first version's field managers and removes keys that are not in `body`. The body is
+/// serialised once and dropped, and answers are read as [`WrittenSecret`]: a write of a large
+/// Secret holds one copy of it, not four.
 pub(super) async fn write_secret(
     binding: &AirflowSecretBinding,
     api: &Api<Secret>,
@@ -746,6 +814,11 @@ pub(super) async fn write_secret(
         .clone()
         .expect("a managed Secret has a name");
     let keys: BTreeSet<String> = body.data.iter().flatten().map(|(k, _)| k.clone()).collect();
+    body.metadata.managed_fields = None;
+    let json = serde_json::value::to_raw_value(&body).map_err(kube::Error::SerdeError)?;
+    drop(body);
+    let client = api.clone().into_client();
+    let request = kube::core::Request::new(api.resource_url());
     let mut written = if exists {
         None
     } else {
@@ -753,7 +826,10 @@ pub(super) async fn write_secret(
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        match api.create(&pp, &body).await {
+        let create = request
+            .create(&pp, json.get().as_bytes().to_vec())
+            .map_err(kube::Error::BuildRequest)?;
+        match client.request::<WrittenSecret>(create).await {
             Ok(s) => Some(s),
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 if !belongs_to(&api.get(&name).await?, binding) {
@@ -765,16 +841,16 @@ pub(super) async fn write_secret(
         }
     };
     if written.is_none() {
-        body.metadata.managed_fields = None;
-        let mut applied = api
+        let apply = request
             .patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&body),
+                &Patch::Apply(&*json),
             )
-            .await?;
-        for legacy in legacy_managers(&applied.metadata) {
-            applied = api
+            .map_err(kube::Error::BuildRequest)?;
+        let mut applied: WrittenSecret = client.request(apply).await?;
+        for legacy in legacy_managers(&applied.managers()) {
+            let release = request
                 .patch(
                     &name,
                     &PatchParams::apply(&legacy).force(),
@@ -782,12 +858,27 @@ pub(super) async fn write_secret(
                         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}}),
                     ),
                 )
-                .await?;
+                .map_err(kube::Error::BuildRequest)?;
+            applied = client.request(release).await?;
         }
         written = Some(applied);
     }
-    let mut s = written.expect("written above");
-    let stale: serde_json::Map<String, serde_json::Value> = s
+    drop(json);
+    let s = written.expect("written above");
+    let s = remove_other_keys(&client, &request, &name, &keys, s).await?;
+    Ok(Written::Version(s.metadata.resource_version))
+}
+
+/// Removes the data keys a written Secret has beyond `keys` (a removed entry's, or keys another
+/// field manager wrote).
+async fn remove_other_keys(
+    client: &kube::Client,
+    request: &kube::core::Request,
+    name: &str,
+    keys: &BTreeSet<String>,
+    written: WrittenSecret,
+) -> Result<WrittenSecret, kube::Error> {
+    let stale: serde_json::Map<String, serde_json::Value> = written
         .data
         .iter()
         .flatten()
@@ -795,19 +886,20 @@ pub(super) async fn write_secret(
         .filter(|k| !keys.contains(*k))
         .map(|k| (k.clone(), serde_json::Value::Null))
         .collect();
-    if !stale.is_empty() {
-        s = api
-            .patch(
-                &name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &Patch::Merge(json!({"data": stale})),
-            )
-            .await?;
+    if stale.is_empty() {
+        return Ok(written);
     }
-    Ok(Written::Version(s.resource_version()))
+    let remove = request
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": stale})),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    client.request(remove).await
 }
 
 /// Publishes the binding's delivery for the workload controller and wakes the Deployments it
@@ -943,7 +1035,7 @@ fn compute_status(
                 .map(|c| c.content_hash.clone())
                 .or_else(|| previous.content_hash.clone()),
             last_sync_time: synced_at,
-            entries: entries.clone(),
+            entries,
             workloads,
             verdict: v,
         },

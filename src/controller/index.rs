@@ -21,7 +21,8 @@ pub struct Resolved {
     pub force: Option<String>,
     pub at: Instant,
     pub when: Timestamp,
-    pub entries: Vec<ResolvedEntry>,
+    /// Shared with the plans made from it (not copied).
+    pub entries: Arc<Vec<ResolvedEntry>>,
 }
 
 /// Which spec (generation, force-sync value) a delivery answers.

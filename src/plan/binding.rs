@@ -3,13 +3,14 @@
 //! its Deployments, the entries for status, and the verdict for its Ready condition.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::api::{
     AirflowSecretBinding, EntryState, EntryStatus, Injection, MassDeletionPolicy, WorkloadState,
     WorkloadStatus,
 };
 use crate::entries::{Fetched, ResolvedEntry};
-use crate::plan::content::{self, Content, env_name_of, secret_key_for};
+use crate::plan::content::{self, Content, env_name_of};
 use crate::plan::status::{Verdict, reason};
 use crate::plan::workload::Delivery;
 use crate::plan::{held, labelled};
@@ -18,7 +19,9 @@ use kube::ResourceExt;
 /// What reading Secrets Manager gave.
 #[derive(Debug, Clone)]
 pub enum Read {
-    Entries(Vec<ResolvedEntry>),
+    /// Shared with the binding's state in the controller, which keeps the last read: planning
+    /// reads them without a copy (10,000 entries with their values are megabytes).
+    Entries(Arc<Vec<ResolvedEntry>>),
     /// The read failed as a whole (endpoint down, throttled, listing refused): nothing changes.
     Failed(String),
     /// The binding may not read (its source refuses it or does not exist): nothing is read,
@@ -70,7 +73,7 @@ pub struct BindingPlan {
 pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
     let binding = input.binding;
     let spec = &binding.spec;
-    let resolved = match std::mem::replace(&mut input.read, Read::Entries(vec![])) {
+    let resolved = match std::mem::replace(&mut input.read, Read::Entries(Arc::default())) {
         Read::Failed(message) => {
             return BindingPlan {
                 content: None,
@@ -94,14 +97,11 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
     };
     let injection = spec.target.injection;
     let conversion = held::Conversion::of(spec);
-    let resolved = take_held(resolved, input.last_good);
     let (resolved, mut desired, labelled) = delivered(&input, resolved);
     let env_bytes = match injection {
         Injection::SecretOnly => 0,
         _ => content::enforce_env_limits(&mut desired),
     };
-    let mut entries = input.pattern_problems;
-    entries.extend(desired.entries.iter().cloned());
     if let Some(held) = emptied_source(binding, &desired.entries, input.forced) {
         return BindingPlan {
             content: None,
@@ -110,6 +110,17 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
             problem: Some(held),
         };
     }
+    let source_digest = held::digest_of_content(&resolved, &desired.entries, conversion);
+    // The values read are in the content now: at 10,000 entries, every copy held while the
+    // content is split and written counts.
+    drop(resolved);
+    let entries = if input.pattern_problems.is_empty() {
+        std::mem::take(&mut desired.entries)
+    } else {
+        let mut all = input.pattern_problems;
+        all.append(&mut desired.entries);
+        all
+    };
     if let Some(name) = input.foreign_secret {
         return BindingPlan {
             content: None,
@@ -123,7 +134,6 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
             }),
         };
     }
-    let source_digest = held::digest_of_content(&resolved, &desired.entries, conversion);
     let mut content = content::split(desired, &input.secret_name);
     content.source_digest = source_digest;
     content.labelled = labelled;
@@ -143,11 +153,12 @@ pub fn plan_binding(mut input: BindingInput<'_>) -> BindingPlan {
 
 /// The entries as delivered (with the backend options of the KubernetesBackend delivery), the
 /// content, and the labelled Secrets of that delivery.
+/// Held entries ([`Fetched::Held`]) take their converted value from the managed Secret's data.
 fn delivered(
     input: &BindingInput<'_>,
-    mut resolved: Vec<ResolvedEntry>,
+    mut resolved: Arc<Vec<ResolvedEntry>>,
 ) -> (
-    Vec<ResolvedEntry>,
+    Arc<Vec<ResolvedEntry>>,
     content::DesiredSecret,
     Vec<labelled::LabelledSecret>,
 ) {
@@ -157,10 +168,10 @@ fn delivered(
     let own_ns = binding.metadata.namespace.clone().unwrap_or_default();
     let target_ns = labelled::target_namespace(binding);
     if backend {
-        resolved.extend(labelled::backend_entries(&target_ns));
+        Arc::make_mut(&mut resolved).extend(labelled::backend_entries(&target_ns));
     }
     let words = binding.spec.extra_conn_words();
-    let mut desired = content::desired_secret(&resolved, injection, words);
+    let mut desired = content::desired_secret_holding(&resolved, input.last_good, injection, words);
     carry_warnings(binding, &resolved, &mut desired.entries);
     if backend {
         labelled::check_ids(
@@ -203,7 +214,7 @@ fn delivery_of(
     match injection {
         Injection::SecretOnly => Delivery::Release,
         Injection::Env | Injection::KubernetesBackend => Delivery::Inject {
-            env: content.env.clone(),
+            env: content.env_refs(),
             env_from: vec![],
             rollout_hash,
             env_bytes,
@@ -242,21 +253,6 @@ fn backend_options(
         .collect()
 }
 
-/// Held entries take their converted value from the managed Secret's data.
-fn take_held(
-    mut resolved: Vec<ResolvedEntry>,
-    data: Option<&BTreeMap<String, String>>,
-) -> Vec<ResolvedEntry> {
-    for e in resolved.iter_mut() {
-        if matches!(e.outcome, Fetched::Held)
-            && let Some(v) = data.and_then(|d| d.get(&secret_key_for(&env_name_of(e))))
-        {
-            e.outcome = Fetched::Converted(v.clone());
-        }
-    }
-    resolved
-}
-
 /// A held value was not converted now, so its conversion warnings come from the status line
 /// written when it was (same entry, same version).
 fn carry_warnings(
@@ -268,7 +264,9 @@ fn carry_warnings(
         return;
     };
     for (e, s) in resolved.iter().zip(statuses.iter_mut()) {
-        if !matches!(e.outcome, Fetched::Converted(_)) || s.state != EntryState::Synced {
+        if !matches!(e.outcome, Fetched::Converted(_) | Fetched::Held)
+            || s.state != EntryState::Synced
+        {
             continue;
         }
         s.message = before
@@ -489,23 +487,23 @@ mod tests {
     #[test]
     fn an_emptied_source_is_held_unless_forced_or_followed() {
         let b = binding(Some(synced_before(20)), json!({}));
-        let plan = plan_binding(input(&b, Read::Entries(vec![])));
+        let plan = plan_binding(input(&b, Read::Entries(Arc::default())));
         assert!(plan.content.is_none(), "nothing is written");
         assert_eq!(plan.delivery, Delivery::Hold);
         assert_eq!(plan.problem.unwrap().reason, reason::SOURCE_EMPTIED);
         // A small fraction is held too; a single deletion is followed.
-        let plan = plan_binding(input(&b, Read::Entries(conns(3))));
+        let plan = plan_binding(input(&b, Read::Entries(conns(3).into())));
         assert!(plan.content.is_none());
-        let plan = plan_binding(input(&b, Read::Entries(conns(19))));
+        let plan = plan_binding(input(&b, Read::Entries(conns(19).into())));
         assert_eq!(plan.content.unwrap().parts[0].data.len(), 19);
         let b1 = binding(Some(synced_before(1)), json!({}));
         assert!(
-            plan_binding(input(&b1, Read::Entries(vec![])))
+            plan_binding(input(&b1, Read::Entries(Arc::default())))
                 .content
                 .is_some()
         );
         // Forced, followed, or a changed spec: applied.
-        let mut forced = input(&b, Read::Entries(vec![]));
+        let mut forced = input(&b, Read::Entries(Arc::default()));
         forced.forced = true;
         assert!(plan_binding(forced).content.is_some());
         let follow = binding(
@@ -513,7 +511,7 @@ mod tests {
             json!({"massDeletionPolicy": "Follow"}),
         );
         assert!(
-            plan_binding(input(&follow, Read::Entries(vec![])))
+            plan_binding(input(&follow, Read::Entries(Arc::default())))
                 .content
                 .is_some()
         );
@@ -521,7 +519,7 @@ mod tests {
         edited.observed_generation = Some(2);
         let edited = binding(Some(edited), json!({}));
         assert!(
-            plan_binding(input(&edited, Read::Entries(vec![])))
+            plan_binding(input(&edited, Read::Entries(Arc::default())))
                 .content
                 .is_some()
         );
@@ -544,7 +542,7 @@ mod tests {
     #[test]
     fn delivery_follows_the_injection() {
         let b = binding(None, json!({}));
-        match plan_binding(input(&b, Read::Entries(conns(2)))).delivery {
+        match plan_binding(input(&b, Read::Entries(conns(2).into()))).delivery {
             Delivery::Inject {
                 env, rollout_hash, ..
             } => {
@@ -555,14 +553,14 @@ mod tests {
         }
         let b = binding(None, json!({"target": {"injection": "SecretOnly"}}));
         assert_eq!(
-            plan_binding(input(&b, Read::Entries(conns(2)))).delivery,
+            plan_binding(input(&b, Read::Entries(conns(2).into()))).delivery,
             Delivery::Release
         );
         let b = binding(
             None,
             json!({"target": {"workloads": {"helmRelease": "r"}, "injection": "EnvFrom", "rolloutOnChange": false}}),
         );
-        match plan_binding(input(&b, Read::Entries(conns(2)))).delivery {
+        match plan_binding(input(&b, Read::Entries(conns(2).into()))).delivery {
             Delivery::Inject {
                 env,
                 env_from,
@@ -580,7 +578,7 @@ mod tests {
     #[test]
     fn a_foreign_secret_is_never_written() {
         let b = binding(None, json!({}));
-        let mut i = input(&b, Read::Entries(conns(1)));
+        let mut i = input(&b, Read::Entries(conns(1).into()));
         i.foreign_secret = Some("b-airflow".into());
         let plan = plan_binding(i);
         assert!(plan.content.is_none());

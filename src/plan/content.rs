@@ -35,9 +35,11 @@ pub struct DesiredSecret {
 }
 
 /// One entry's value as Airflow would read it, with warnings; or the state and message that
-/// keep it out.
+/// keep it out. `held`: the converted value the managed Secret holds for a [`Fetched::Held`]
+/// entry.
 fn convert(
     entry: &ResolvedEntry,
+    held: Option<&String>,
     env_name: &str,
     injection: Injection,
     extra_conn_words: &BTreeMap<String, Vec<String>>,
@@ -52,25 +54,27 @@ fn convert(
             return Err((EntryState::Unrepresentable, why));
         }
     }
-    let secret = match &entry.outcome {
-        Fetched::Problem(state, msg) => return Err((*state, msg.clone())),
-        Fetched::BinaryOnly => {
+    let (secret, converted) = match (&entry.outcome, held) {
+        (Fetched::Problem(state, msg), _) => return Err((*state, msg.clone())),
+        (Fetched::BinaryOnly, _) => {
             return Err((
                 EntryState::Invalid,
                 "the secret holds SecretBinary only; Airflow reads SecretString and treats it as not found".into(),
             ));
         }
-        Fetched::Held => {
+        (Fetched::Held, Some(value)) => (value, true),
+        (Fetched::Held, None) => {
             return Err((
                 EntryState::Error,
                 "the value was not read; it is read again at the next refresh".into(),
             ));
         }
-        Fetched::Value(secret) | Fetched::Converted(secret) => secret,
+        (Fetched::Converted(secret), _) => (secret, true),
+        (Fetched::Value(secret), _) => (secret, false),
     };
     check_env_name(env_name).map_err(|e| (EntryState::Unrepresentable, e.to_string()))?;
     let converted = match entry.kind {
-        _ if matches!(entry.outcome, Fetched::Converted(_)) => Ok((secret.clone(), vec![])),
+        _ if converted => Ok((secret.clone(), vec![])),
         EntryKind::Connection => {
             connection_value(secret, extra_conn_words).map(|c| (c.value, c.warnings))
         }
@@ -132,6 +136,17 @@ pub fn desired_secret(
     injection: Injection,
     extra_conn_words: &BTreeMap<String, Vec<String>>,
 ) -> DesiredSecret {
+    desired_secret_holding(resolved, None, injection, extra_conn_words)
+}
+
+/// [`desired_secret`], where entries not read ([`Fetched::Held`]) take their converted value
+/// from `held`, the data the managed Secret holds (key → value), without a copy of the entries.
+pub fn desired_secret_holding(
+    resolved: &[ResolvedEntry],
+    held: Option<&BTreeMap<String, String>>,
+    injection: Injection,
+    extra_conn_words: &BTreeMap<String, Vec<String>>,
+) -> DesiredSecret {
     struct Candidate {
         env_name: String,
         value: String,
@@ -150,7 +165,11 @@ pub fn desired_secret(
             state: EntryState::Synced,
             message: None,
         };
-        let converted = convert(entry, &env_name, injection, extra_conn_words);
+        let held_value = match entry.outcome {
+            Fetched::Held => held.and_then(|d| d.get(&secret_key_for(&env_name))),
+            _ => None,
+        };
+        let converted = convert(entry, held_value, &env_name, injection, extra_conn_words);
         match converted {
             Ok((value, warnings)) => {
                 candidates.push(Some(Candidate {
@@ -316,16 +335,39 @@ pub struct EnvRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content {
     pub parts: Vec<SecretPart>,
-    /// Sorted by env name.
-    pub env: Vec<EnvRef>,
+    /// Sorted by env name; [`Content::env_refs`] says which part holds each key.
+    pub env: Vec<EnvBinding>,
     /// Equal for equal content; the single-Secret hash is the one the first version wrote, so an
     /// upgrade rolls nothing.
     pub content_hash: String,
-    pub entries: Vec<EntryStatus>,
     /// Digest of the reads behind the data ([`crate::plan::held`]), written with each part.
     pub source_digest: String,
     /// `KubernetesBackend` delivery: one Secret per connection and variable.
     pub labelled: Vec<crate::plan::labelled::LabelledSecret>,
+}
+
+impl Content {
+    /// The env entries with the part that holds each key: what an env delivery writes to the
+    /// Deployments. Made only for that delivery (at 10,000 entries, megabytes the `SecretOnly`
+    /// and `EnvFrom` deliveries never read).
+    pub fn env_refs(&self) -> Vec<EnvRef> {
+        // Parts are few: looking in each costs less than a map of every key.
+        let home = |key: &str| {
+            self.parts
+                .iter()
+                .find(|p| p.data.contains_key(key))
+                .map(|p| p.name.clone())
+                .expect("every env entry's key is in the data")
+        };
+        self.env
+            .iter()
+            .map(|e| EnvRef {
+                env_name: e.env_name.clone(),
+                secret_name: home(&e.secret_key),
+                secret_key: e.secret_key.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Name of part `index` of the managed Secret `base`: `base`, `base-2`, `base-3`, …
@@ -346,7 +388,6 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
         data: BTreeMap::new(),
     }];
     let mut used = 0;
-    let mut home: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in desired.data {
         let size = key.len() + value.len();
         if used + size > SECRET_PART_BUDGET && !parts.last().expect("one part").data.is_empty() {
@@ -358,18 +399,8 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
         }
         used += size;
         let part = parts.last_mut().expect("one part");
-        home.insert(key.clone(), part.name.clone());
         part.data.insert(key, value);
     }
-    let env: Vec<EnvRef> = desired
-        .env
-        .iter()
-        .map(|e| EnvRef {
-            env_name: e.env_name.clone(),
-            secret_name: home[&e.secret_key].clone(),
-            secret_key: e.secret_key.clone(),
-        })
-        .collect();
     let content_hash = if parts.len() == 1 {
         desired.content_hash
     } else {
@@ -387,9 +418,8 @@ pub fn split(desired: DesiredSecret, base: &str) -> Content {
     };
     Content {
         parts,
-        env,
+        env: desired.env,
         content_hash,
-        entries: desired.entries,
         source_digest: String::new(),
         labelled: Vec::new(),
     }
@@ -462,6 +492,44 @@ mod tests {
     }
     fn val(s: &str) -> Fetched {
         Fetched::Value(s.into())
+    }
+
+    #[test]
+    fn held_entries_take_the_value_the_secret_holds_as_it_is() {
+        // The Secret holds the converted value (not converted again); an entry held without a
+        // value in the data is an error, read again at the next refresh.
+        let held = BTreeMap::from([(
+            "AIRFLOW_CONN_KEPT".to_string(),
+            "already converted".to_string(),
+        )]);
+        let resolved = [
+            entry(EntryKind::Connection, "kept", Fetched::Held),
+            entry(EntryKind::Connection, "lost", Fetched::Held),
+            entry(EntryKind::Variable, "read", val("v")),
+        ];
+        let d = desired_secret_holding(&resolved, Some(&held), Injection::Env, &BTreeMap::new());
+        assert_eq!(d.data["AIRFLOW_CONN_KEPT"], "already converted");
+        assert_eq!(d.data["AIRFLOW_VAR_READ"], "v");
+        assert!(!d.data.contains_key("AIRFLOW_CONN_LOST"));
+        let states: Vec<EntryState> = d.entries.iter().map(|e| e.state).collect();
+        assert_eq!(
+            states,
+            [EntryState::Synced, EntryState::Error, EntryState::Synced]
+        );
+        // The same as the entries with the held values in them.
+        let converted = [
+            entry(
+                EntryKind::Connection,
+                "kept",
+                Fetched::Converted("already converted".into()),
+            ),
+            resolved[1].clone(),
+            resolved[2].clone(),
+        ];
+        assert_eq!(
+            desired_secret(&converted, Injection::Env, &BTreeMap::new()),
+            d
+        );
     }
 
     #[test]
@@ -720,11 +788,11 @@ mod tests {
             let size: usize = p.data.iter().map(|(k, v)| k.len() + v.len()).sum();
             assert!(size <= SECRET_PART_BUDGET, "{size}");
         }
-        for e in &c.env {
+        for e in &c.env_refs() {
             let part = c.parts.iter().find(|p| p.name == e.secret_name).unwrap();
             assert!(part.data.contains_key(&e.secret_key));
         }
-        assert_eq!(c.env.len(), 20);
+        assert_eq!(c.env_refs().len(), 20);
         assert_ne!(c.content_hash, single, "the split is part of the content");
         // One part: the hash is the single-Secret hash, as before splitting existed.
         let small = desired_secret(&resolved[..2], Injection::Env, &BTreeMap::new());

@@ -53,22 +53,23 @@ pub struct Verdict {
     pub warnings: Vec<(&'static str, &'static str, String)>,
 }
 
-/// Everything a status is made of.
+/// Everything a status is made of. The entries are borrowed: status lists a few of them, and a
+/// copy of all (10,000 at the largest) would be made only to be dropped.
 #[derive(Debug, Clone)]
-pub struct StatusInput {
+pub struct StatusInput<'a> {
     pub generation: Option<i64>,
     pub secret_name: String,
     pub extra_secret_names: Vec<String>,
     pub content_hash: Option<String>,
     pub last_sync_time: Option<String>,
-    pub entries: Vec<EntryStatus>,
+    pub entries: &'a [EntryStatus],
     pub workloads: Vec<WorkloadStatus>,
     pub verdict: Verdict,
 }
 
 /// Builds the status; conditions keep their transition time while their status stays.
 pub fn build(
-    input: StatusInput,
+    input: StatusInput<'_>,
     previous: &AirflowSecretBindingStatus,
     now: &Time,
 ) -> AirflowSecretBindingStatus {
@@ -111,7 +112,7 @@ pub fn build(
     // Every state is always present, so that a merge patch replaces each count.
     let mut counts: BTreeMap<String, i64> =
         ALL_STATES.iter().map(|s| (format!("{s:?}"), 0)).collect();
-    for e in &entries {
+    for e in entries {
         *counts.entry(format!("{:?}", e.state)).or_default() += 1;
     }
     AirflowSecretBindingStatus {
@@ -175,7 +176,7 @@ pub fn with_verdict(
         extra_secret_names: previous.extra_secret_names.clone(),
         content_hash: previous.content_hash.clone(),
         last_sync_time: None,
-        entries: vec![],
+        entries: &[],
         workloads,
         verdict,
     };
@@ -190,20 +191,20 @@ pub fn with_verdict(
 
 /// The entries status lists: all of them for a small binding, else those that need attention
 /// (within [`ENTRY_BYTES`]).
-fn listed(mut entries: Vec<EntryStatus>) -> Vec<EntryStatus> {
-    for e in &mut entries {
-        if let Some(m) = &e.message {
-            e.message = Some(truncate(m, MESSAGE_CHARS));
-        }
-    }
+fn listed(entries: &[EntryStatus]) -> Vec<EntryStatus> {
+    let shortened = |e: &EntryStatus| EntryStatus {
+        message: e.message.as_ref().map(|m| truncate(m, MESSAGE_CHARS)),
+        ..e.clone()
+    };
     if entries.len() <= LIST_ALL_UP_TO {
-        return entries;
+        return entries.iter().map(shortened).collect();
     }
     let mut out = Vec::new();
     let mut bytes = 0;
     for e in entries
-        .into_iter()
+        .iter()
         .filter(|e| e.state != EntryState::Synced)
+        .map(shortened)
     {
         let size = serde_json::to_string(&e).map(|s| s.len()).unwrap_or(0);
         if bytes + size > ENTRY_BYTES {
@@ -265,7 +266,7 @@ mod tests {
         }
     }
 
-    fn input(entries: Vec<EntryStatus>) -> StatusInput {
+    fn input(entries: &[EntryStatus]) -> StatusInput<'_> {
         StatusInput {
             generation: Some(1),
             secret_name: "s".into(),
@@ -299,7 +300,11 @@ mod tests {
                     )
                 })
                 .collect();
-            let s = build(input(entries), &AirflowSecretBindingStatus::default(), &now);
+            let s = build(
+                input(&entries),
+                &AirflowSecretBindingStatus::default(),
+                &now,
+            );
             let size = serde_json::to_string(&s).unwrap().len();
             assert!(size <= 16 * 1024, "{n} entries: {size} bytes");
             assert_eq!(s.total_entries, Some(n as i64));
@@ -318,7 +323,7 @@ mod tests {
     #[test]
     fn the_patch_clears_what_is_gone() {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let s = build(input(vec![]), &AirflowSecretBindingStatus::default(), &now);
+        let s = build(input(&[]), &AirflowSecretBindingStatus::default(), &now);
         let p = merge_patch(&s);
         assert_eq!(p["status"]["workloads"], Value::Null);
         assert_eq!(p["status"]["entries"], Value::Null);
@@ -329,7 +334,7 @@ mod tests {
     fn an_idle_check_moves_the_sync_time_only_now_and_then() {
         let at = |s: i64| Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
         let with_time = |s: i64| {
-            let mut i = input(vec![]);
+            let mut i = input(&[]);
             i.last_sync_time = Some(at(s).0.to_string());
             i
         };
@@ -361,10 +366,10 @@ mod tests {
     fn transition_time_moves_only_with_the_status() {
         let t0 = Time(k8s_openapi::jiff::Timestamp::from_second(1_000_000).unwrap());
         let t1 = Time(k8s_openapi::jiff::Timestamp::from_second(2_000_000).unwrap());
-        let first = build(input(vec![]), &AirflowSecretBindingStatus::default(), &t0);
-        let again = build(input(vec![]), &first, &t1);
+        let first = build(input(&[]), &AirflowSecretBindingStatus::default(), &t0);
+        let again = build(input(&[]), &first, &t1);
         assert_eq!(again.conditions[0].last_transition_time, t0);
-        let mut failing = input(vec![]);
+        let mut failing = input(&[]);
         failing.verdict.ready = false;
         let changed = build(failing, &again, &t1);
         assert_eq!(changed.conditions[0].last_transition_time, t1);

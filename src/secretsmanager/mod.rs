@@ -299,7 +299,7 @@ impl SecretsManager {
             Err(e) => return Err(e),
         };
         let direct_read = self.read_direct(view, &direct).await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(wanted.len() + discovered.len());
         for w in &wanted {
             if let Some(why) = refused.get(&w.secret_id) {
                 out.push(ResolvedEntry {

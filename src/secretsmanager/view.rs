@@ -74,17 +74,30 @@ struct Listing {
     secrets: Arc<Vec<Listed>>,
 }
 
+/// A (secret name, version) pair. One allocation serves the value cache and every reader that
+/// refers to it: at 10,000 entries, a copy per map was megabytes.
+pub type Pair = Arc<(String, String)>;
+
+/// A value some reader refers to.
+#[derive(Debug, Default)]
+struct Slot {
+    readers: usize,
+    /// None until it is read.
+    value: Option<Fetched>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     listings: HashMap<String, Listing>,
     /// Name → (current version, or None when no such secret; when it was learnt).
     versions: HashMap<String, (Option<String>, Instant)>,
     prefix_sizes: HashMap<String, usize>,
-    values: HashMap<(String, String), Fetched>,
-    /// Per reader: the (name, version) values it refers to, and the explicit names it checks.
-    refs: HashMap<ReaderKey, HashSet<(String, String)>>,
-    /// How many readers refer to each value: a value leaves when its count reaches zero.
-    ref_counts: HashMap<(String, String), usize>,
+    /// The values readers refer to, by (name, version), with how many readers refer to each: a
+    /// value leaves when no reader does.
+    values: HashMap<Pair, Slot>,
+    /// Per reader: the (name, version) values it refers to (the keys of `values`, shared).
+    refs: HashMap<ReaderKey, HashSet<Pair>>,
+    /// Per reader: the explicit names it checks.
     names: HashMap<ReaderKey, BTreeSet<String>>,
     /// Names whose values readers are waiting for.
     pending: BTreeSet<String>,
@@ -114,28 +127,42 @@ impl State {
     fn claim<'a>(&mut self, reader: &ReaderKey, keys: impl Iterator<Item = &'a (String, String)>) {
         let mine = self.refs.entry(reader.clone()).or_default();
         for k in keys {
-            if mine.insert(k.clone()) {
-                *self.ref_counts.entry(k.clone()).or_default() += 1;
+            if mine.contains(k) {
+                continue;
             }
+            let pair = match self.values.get_key_value(k) {
+                Some((pair, _)) => pair.clone(),
+                None => Arc::new(k.clone()),
+            };
+            self.values.entry(pair.clone()).or_default().readers += 1;
+            mine.insert(pair);
         }
     }
 
     /// Drops a reader's references; values no reader refers to any more leave.
     fn release(&mut self, reader: &ReaderKey, keep: &HashSet<(String, String)>) {
         let old = self.refs.remove(reader).unwrap_or_default();
-        for k in old.iter().filter(|k| !keep.contains(*k)) {
-            if let Some(n) = self.ref_counts.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    self.ref_counts.remove(k);
-                    self.values.remove(k);
+        let mut kept = HashSet::new();
+        for pair in old {
+            if keep.contains(&*pair) {
+                kept.insert(pair);
+                continue;
+            }
+            if let Some(slot) = self.values.get_mut(&*pair) {
+                slot.readers -= 1;
+                if slot.readers == 0 {
+                    self.values.remove(&*pair);
                 }
             }
         }
-        let kept: HashSet<(String, String)> = old.intersection(keep).cloned().collect();
         if !kept.is_empty() {
             self.refs.insert(reader.clone(), kept);
         }
+    }
+
+    /// The value of a pair, if it was read.
+    fn value(&self, pair: &(String, String)) -> Option<&Fetched> {
+        self.values.get(pair).and_then(|slot| slot.value.as_ref())
     }
 
     /// Records how a check of `names` ended: a failure that begins or ends is a change for
@@ -650,19 +677,19 @@ impl View {
     }
 
     /// The values of (name, version) pairs, read once for all readers (by name, in batches of 20,
-    /// only those not held yet).
+    /// only those not held yet), keyed by the pairs the cache holds (not copies).
     pub async fn values(
         &self,
         calls: &Calls,
         reader: &ReaderKey,
         wanted: &BTreeSet<(String, String)>,
-    ) -> Result<BTreeMap<(String, String), Fetched>, ResolveError> {
+    ) -> Result<HashMap<Pair, Fetched>, ResolveError> {
         // Claimed before reading, so that another reader's cleanup cannot drop them meanwhile.
         self.state().claim(reader, wanted.iter());
         let missing = |s: &State| -> Vec<String> {
             wanted
                 .iter()
-                .filter(|k| !s.values.contains_key(*k))
+                .filter(|k| s.value(k).is_none())
                 .map(|(n, _)| n.clone())
                 .collect::<BTreeSet<_>>()
                 .into_iter()
@@ -693,8 +720,7 @@ impl View {
             .map(|k| {
                 // Rotated between the listing and the read: the newer value is served.
                 let v = s
-                    .values
-                    .get(k)
+                    .value(k)
                     .cloned()
                     .or_else(|| read.get(&k.0).map(|(_, f)| f.clone()))
                     .unwrap_or_else(|| {
@@ -704,7 +730,12 @@ impl View {
                                 .into(),
                         )
                     });
-                (k.clone(), v)
+                let pair = s
+                    .values
+                    .get_key_value(k)
+                    .map(|(pair, _)| pair.clone())
+                    .unwrap_or_else(|| Arc::new(k.clone()));
+                (pair, v)
             })
             .collect())
     }
@@ -715,9 +746,8 @@ impl View {
         let mut s = self.state();
         for (id, (version, fetched)) in read {
             if let Some(v) = version {
-                let key = (id.clone(), v.clone());
-                if s.ref_counts.contains_key(&key) {
-                    s.values.insert(key, fetched.clone());
+                if let Some(slot) = s.values.get_mut(&(id.clone(), v.clone())) {
+                    slot.value = Some(fetched.clone());
                 }
                 s.learn_version(id, Some(v.clone()), now);
             }
@@ -841,7 +871,8 @@ impl View {
     /// Sizes of the caches: (listings, versions, values).
     pub fn sizes(&self) -> (usize, usize, usize) {
         let s = self.state();
-        (s.listings.len(), s.versions.len(), s.values.len())
+        let values = s.values.values().filter(|v| v.value.is_some()).count();
+        (s.listings.len(), s.versions.len(), values)
     }
 }
 
@@ -922,6 +953,29 @@ mod tests {
         s.record_filter("p/", &err);
         s.record_filter("p/", &Ok(()));
         assert_eq!(s.changed_filters, set(&["p/".to_string()]));
+    }
+
+    #[test]
+    fn a_value_is_kept_once_while_any_reader_refers_to_it() {
+        let mut s = State::default();
+        let pair = ("p/a".to_string(), "v1".to_string());
+        s.claim(&reader("a"), [&pair].into_iter());
+        s.claim(&reader("b"), [&pair].into_iter());
+        s.claim(&reader("b"), [&pair].into_iter());
+        assert!(s.value(&pair).is_none(), "claimed, not read yet");
+        s.values.get_mut(&pair).unwrap().value = Some(Fetched::Value("x".into()));
+        // One copy of the pair, shared by the cache and both readers.
+        assert_eq!(s.values.len(), 1);
+        assert_eq!(s.values[&pair].readers, 2);
+        let shared = s.values.keys().next().unwrap().clone();
+        assert!(s.refs.values().flatten().all(|p| Arc::ptr_eq(p, &shared)));
+        // A reader that keeps it keeps it; the value leaves with its last reader.
+        s.release(&reader("a"), &HashSet::from([pair.clone()]));
+        assert_eq!(s.values[&pair].readers, 2);
+        s.release(&reader("a"), &HashSet::new());
+        assert_eq!(s.value(&pair), Some(&Fetched::Value("x".into())));
+        s.release(&reader("b"), &HashSet::new());
+        assert!(s.values.is_empty() && s.refs.is_empty());
     }
 
     #[test]
