@@ -1149,24 +1149,7 @@ pub(super) async fn cleanup(
         names.extend(own_secret_names(ctx, binding));
         state.secret_names = names;
     }
-    let carrying = || -> Vec<String> {
-        let names = ctx
-            .index
-            .lock()
-            .expect("index")
-            .bindings
-            .get(&key)
-            .map(|s| s.secret_names.clone())
-            .unwrap_or_default();
-        let annotation = pod_annotation_key(&key.1);
-        ctx.deployments
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace().as_deref() == Some(key.0.as_str()))
-            .filter(|d| carries_binding(d, &names, &annotation))
-            .map(|d| d.name_any())
-            .collect()
-    };
+    let carrying = || carrying(ctx, &key);
     let started = Instant::now();
     let mut woken = BTreeSet::new();
     loop {
@@ -1200,6 +1183,27 @@ pub(super) async fn cleanup(
     ctx.metrics.forget(&labels(binding));
     info!(binding = %key.1, namespace = %key.0, "released");
     Ok(Action::await_change())
+}
+
+/// The Deployments of the binding's namespace that still carry its entries or its rollout
+/// annotation (from the cache).
+pub(super) fn carrying(ctx: &Context, key: &Key) -> Vec<String> {
+    let names = ctx
+        .index
+        .lock()
+        .expect("index")
+        .bindings
+        .get(key)
+        .map(|s| s.secret_names.clone())
+        .unwrap_or_default();
+    let annotation = pod_annotation_key(&key.1);
+    ctx.deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(key.0.as_str()))
+        .filter(|d| carries_binding(d, &names, &annotation))
+        .map(|d| d.name_any())
+        .collect()
 }
 
 async fn release_secrets(binding: &AirflowSecretBinding, ctx: &Context) -> Result<(), Error> {

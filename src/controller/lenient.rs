@@ -37,7 +37,7 @@ use crate::api::{
     Source,
 };
 use crate::plan::status::reason;
-use crate::plan::workload::{Delivery, carries_binding, pod_annotation_key};
+use crate::plan::workload::Delivery;
 
 /// In-memory annotation of a binding whose spec this version cannot read: why. Never written to
 /// the cluster; one found on a readable binding is dropped.
@@ -205,25 +205,10 @@ pub(super) async fn reconcile(
         state.secret_names.extend(names);
     }
     // The Deployments that carry it need not wait for it to settle.
-    let names = ctx
-        .index
-        .lock()
-        .expect("index")
-        .bindings
-        .get(&key)
-        .map(|s| s.secret_names.clone())
-        .unwrap_or_default();
-    let annotation = pod_annotation_key(&key.1);
-    for d in ctx
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace().as_deref() == Some(key.0.as_str()))
-        .filter(|d| carries_binding(d, &names, &annotation))
-    {
+    for d in super::binding::carrying(ctx, &key) {
         let _ = ctx
             .to_workloads
-            .unbounded_send(ObjectRef::new(&d.name_any()).within(&key.0));
+            .unbounded_send(ObjectRef::new(&d).within(&key.0));
     }
     write_status(binding, ctx, &message(binding, why)).await?;
     Ok(Action::await_change())
