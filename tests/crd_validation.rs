@@ -24,6 +24,37 @@ fn conn() -> Value {
     json!([{"connId": "db", "secretId": "airflow/connections/db"}])
 }
 
+/// Posts each case's object (`post` gives the path and body) and returns what the API server
+/// did not reject with HTTP 422 and a message containing the expected substrings.
+async fn rejections(
+    client: &kube::Client,
+    cases: &[(&str, Value, Vec<&str>)],
+    post: impl Fn(&str, &Value) -> (String, Value),
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, spec, expected) in cases {
+        let (path, body) = post(name, spec);
+        let req = http::Request::post(path)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        match client.request_text(req).await {
+            Ok(_) => problems.push(format!("{name}: accepted, expected a rejection")),
+            Err(kube::Error::Api(status)) => {
+                let msg = status.message.clone();
+                if status.code != 422 || !expected.iter().all(|e| msg.contains(e)) {
+                    problems.push(format!(
+                        "{name}: got {} {msg:?}, expected it to contain {expected:?}",
+                        status.code
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("{name}: unexpected error {e}")),
+        }
+    }
+    problems
+}
+
 #[tokio::test]
 async fn invalid_bindings_are_rejected_naming_the_field() {
     let client = client().await;
@@ -185,33 +216,18 @@ async fn invalid_bindings_are_rejected_naming_the_field() {
             vec!["spec.deletionPolicy"],
         ),
     ];
-    let mut problems = Vec::new();
-    for (name, spec, expected) in &cases {
-        // Build the object as JSON so that invalid values reach the API server unchanged.
+    let problems = rejections(&client, &cases, |name, spec| {
+        // Built as JSON so that invalid values reach the API server unchanged.
         let body = json!({
             "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretBinding",
             "metadata": {"name": name, "namespace": ns}, "spec": spec
         });
-        let req = http::Request::post(format!(
-            "/apis/airflow-secrets.io/v1alpha1/namespaces/{ns}/airflowsecretbindings"
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&body).unwrap())
-        .unwrap();
-        match client.request_text(req).await {
-            Ok(_) => problems.push(format!("{name}: accepted, expected a rejection")),
-            Err(kube::Error::Api(status)) => {
-                let msg = status.message.clone();
-                if status.code != 422 || !expected.iter().all(|e| msg.contains(e)) {
-                    problems.push(format!(
-                        "{name}: got {} {msg:?}, expected it to contain {expected:?}",
-                        status.code
-                    ));
-                }
-            }
-            Err(e) => problems.push(format!("{name}: unexpected error {e}")),
-        }
-    }
+        (
+            format!("/apis/airflow-secrets.io/v1alpha1/namespaces/{ns}/airflowsecretbindings"),
+            body,
+        )
+    })
+    .await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
     // A full, valid binding is accepted and defaults are filled in.
@@ -281,30 +297,17 @@ async fn invalid_sources_are_rejected_naming_the_field() {
             vec!["spec.endpoint"],
         ),
     ];
-    let mut problems = Vec::new();
-    for (name, spec, expected) in &cases {
+    let problems = rejections(&client, &cases, |name, spec| {
         let body = json!({
             "apiVersion": "airflow-secrets.io/v1alpha1", "kind": "AirflowSecretSource",
             "metadata": {"name": format!("{name}-{suffix}")}, "spec": spec
         });
-        let req = http::Request::post("/apis/airflow-secrets.io/v1alpha1/airflowsecretsources")
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body).unwrap())
-            .unwrap();
-        match client.request_text(req).await {
-            Ok(_) => problems.push(format!("{name}: accepted, expected a rejection")),
-            Err(kube::Error::Api(status)) => {
-                let msg = status.message.clone();
-                if status.code != 422 || !expected.iter().all(|e| msg.contains(e)) {
-                    problems.push(format!(
-                        "{name}: got {} {msg:?}, expected it to contain {expected:?}",
-                        status.code
-                    ));
-                }
-            }
-            Err(e) => problems.push(format!("{name}: unexpected error {e}")),
-        }
-    }
+        (
+            "/apis/airflow-secrets.io/v1alpha1/airflowsecretsources".to_string(),
+            body,
+        )
+    })
+    .await;
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let api: Api<airflow_secrets_operator::api::AirflowSecretSource> = Api::all(client.clone());
     let name = format!("valid-{suffix}");
