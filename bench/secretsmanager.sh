@@ -49,6 +49,9 @@ diff_calls() { # before after -> "L list + B batch + G get = T calls, X value by
   read -r l0 b0 g0 v0 <<<"$1"; read -r l1 b1 g1 v1 <<<"$2"
   echo "$((l1 - l0)) + $((b1 - b0)) + $((g1 - g0)) = $((l1 - l0 + b1 - b0 + g1 - g0)) | $((v1 - v0))"
 }
+waited() { # seconds calls waited for the client-side rate limit
+  curl -s "http://127.0.0.1:$port/metrics" | awk 'index($0, "airflow_secrets_secretsmanager_rate_limit_wait_seconds_total") == 1 {n += $NF} END {printf "%.1f", n}'
+}
 managed() { k -n "$1" get secrets -l app.kubernetes.io/managed-by=airflow-secrets-operator -o name | wc -l; }
 
 seed() { # n prefix
@@ -124,7 +127,7 @@ bindings() { # shape n prefix namespace
 }
 
 run_shape() { # shape n
-  local shape=$1 n=$2 ns p count t_start t_ready t_applied t_synced t_restart t_resynced s0 s1 s2 s3 sc rss rss_restart lat v0 v1 writes
+  local shape=$1 n=$2 ns p count wc t_start t_ready t_applied t_synced t_restart t_resynced s0 s1 s2 s3 sc rss rss_restart lat v0 v1 writes
   ns="bench-$shape-$n"
   p="bench/$n/connections"
   [[ $shape == sparse ]] && p="bench/sparse/$n/connections"
@@ -152,6 +155,7 @@ run_shape() { # shape n
   until (($(managed "$ns") >= count)); do sleep 0.2; done
   t_synced=$(now)
   sc=$(snapshot)
+  wc=$(waited)
   sleep 1; kill "${watchers[@]}" 2>/dev/null || true
   lat=$(latency "$state/$ns.bindings" "$state/$ns.secrets")
   # Let every binding pass its first refresh, then count one whole interval.
@@ -176,8 +180,8 @@ run_shape() { # shape n
   writes=$(comm -13 <(echo "$v0") <(echo "$v1") | wc -l)
   stop_operator
   k delete namespace "$ns" --wait=false >/dev/null
-  printf '| %s | %s | %s s | %s | %s | %s | %s | %s, %s Secret writes, %s s | %s / %s MiB | %s s |\n' "$shape" "$count" \
-    "$(secs "$t_applied" "$t_synced")" "$lat" "$(diff_calls "0 0 0 0" "$sc")" "$(diff_calls "$s0" "$s1")" "$(diff_calls "$s1" "$s2")" \
+  printf '| %s | %s | %s s | %s | %s, %s s | %s | %s | %s, %s Secret writes, %s s | %s / %s MiB | %s s |\n' "$shape" "$count" \
+    "$(secs "$t_applied" "$t_synced")" "$lat" "$(diff_calls "0 0 0 0" "$sc")" "$wc" "$(diff_calls "$s0" "$s1")" "$(diff_calls "$s1" "$s2")" \
     "$(diff_calls "0 0 0 0" "$s3")" "$writes" "$(secs "$t_restart" "$t_resynced")" "$rss" "$rss_restart" "$(secs "$t_start" "$t_ready")"
 }
 
@@ -185,7 +189,7 @@ for n in "${sizes[@]}"; do
   seed "$n" "bench/$n/connections"
   echo
   echo "## $n secrets (refreshInterval ${interval}s)"
-  echo "| bindings | count | apply end → all Secrets | creation → Secret p50 / p99 | creation until all Secrets: calls \| value bytes | idle interval: List + Batch + Get = calls \| value bytes | one changed secret: calls \| value bytes | restart: calls \| value bytes, Secret writes, until all reconciled | peak RSS: run / after the restart | start → ready |"
+  echo "| bindings | count | apply end → all Secrets | creation → Secret p50 / p99 | creation until all Secrets: calls \| value bytes, rate-limit wait | idle interval: List + Batch + Get = calls \| value bytes | one changed secret: calls \| value bytes | restart: calls \| value bytes, Secret writes, until all reconciled | peak RSS: run / after the restart | start → ready |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   for shape in ${shapes:-discovery per-conn shared sparse}; do
     if [[ $shape == sparse ]]; then

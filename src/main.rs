@@ -315,6 +315,7 @@ async fn run(
     let metrics = metrics::Metrics::new(
         secrets_manager.calls.clone(),
         secrets_manager.value_bytes.clone(),
+        secrets_manager.rate_limit_wait.clone(),
     );
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let server = tokio::spawn(http::serve(http_address, metrics.clone(), ready.clone()));

@@ -72,9 +72,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the operator's metrics, including the Secrets Manager call counter `calls` and
-    /// the received value bytes.
-    pub fn new(calls: Calls, value_bytes: Counter) -> Arc<Metrics> {
+    /// Registers the operator's metrics, including the Secrets Manager call counter `calls`, the
+    /// received value bytes and the time calls waited for the client-side rate limit.
+    pub fn new(
+        calls: Calls,
+        value_bytes: Counter,
+        rate_limit_wait: crate::secretsmanager::Waited,
+    ) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("airflow_secrets");
         registry.register(
             "secretsmanager_calls",
@@ -85,6 +89,12 @@ impl Metrics {
             "secretsmanager_value_bytes",
             "Bytes of secret values received from Secrets Manager",
             value_bytes,
+        );
+        registry.register(
+            "secretsmanager_rate_limit_wait_seconds",
+            "Seconds Secrets Manager calls waited for the client-side rate limit \
+             (--secrets-manager-qps / --secrets-manager-burst)",
+            rate_limit_wait,
         );
         let reconcile_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register(

@@ -650,7 +650,9 @@ fn dashboard_queries_the_operators_metrics() {
             outcome: "success".into(),
         })
         .inc();
-    let m = Metrics::new(calls, Default::default());
+    let waited = airflow_secrets_operator::secretsmanager::Waited::default();
+    waited.inc_by(0.5);
+    let m = Metrics::new(calls, Default::default(), waited);
     let b = BindingLabels {
         namespace: "ns".into(),
         binding: "b".into(),
@@ -689,7 +691,7 @@ fn dashboard_queries_the_operators_metrics() {
             families.push((name.to_string(), samples));
         }
     }
-    assert_eq!(families.len(), 13, "families exposed: {families:?}");
+    assert_eq!(families.len(), 14, "families exposed: {families:?}");
     let exposed: BTreeSet<&str> = families
         .iter()
         .flat_map(|(_, s)| s.iter().map(String::as_str))

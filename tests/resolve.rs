@@ -133,6 +133,7 @@ async fn discovery_pages_batches_and_fetches_only_changed_versions() {
         key: ("ns".into(), "binding".into()),
         max_age: std::time::Duration::ZERO,
         direct: false,
+        reads_values: false,
     };
 
     let first = sm
@@ -276,6 +277,7 @@ fn reader(name: &str, max_age_ms: u64) -> Reader {
         key: ("ns".into(), name.into()),
         max_age: std::time::Duration::from_millis(max_age_ms),
         direct: false,
+        reads_values: false,
     }
 }
 
@@ -438,6 +440,61 @@ async fn concurrent_first_syncs_share_value_reads() {
     let c = calls(&sm);
     assert!(c[1] <= 5, "30 values in a handful of batch reads: {c:?}");
     println!("30 concurrent first syncs: {c:?} (ListSecrets, BatchGetSecretValue, GetSecretValue)");
+}
+
+/// 30 new bindings (holding no value yet) syncing at once: their names are read, not first
+/// checked by a listing and then read (the read answers with the version), and together. The
+/// versions they learnt serve the next pass, which reads and lists nothing.
+#[tokio::test]
+async fn new_bindings_read_their_values_at_once_together() {
+    let (_, _, specs) = thirty_one_connection_bindings("view-first-read").await;
+    let sm = SecretsManager::from_env().await;
+    let new = |i: usize| Reader {
+        reads_values: true,
+        ..reader(&format!("n{i}"), 60_000)
+    };
+    let readers: Vec<Reader> = (0..30).map(new).collect();
+    let none = DiscoveryPatterns::default();
+    let grants: Vec<Grant> = specs.iter().map(open).collect();
+    let first = futures::future::join_all(
+        readers
+            .iter()
+            .zip(specs.iter().zip(&grants))
+            .map(|(r, (s, g))| sm.resolve_for(r, g, s, &none, &read_all)),
+    )
+    .await;
+    for (i, r) in first.iter().enumerate() {
+        assert_eq!(
+            r.as_ref().expect("resolve")[0].outcome,
+            Fetched::Value(format!("postgres://h/{i}"))
+        );
+    }
+    let c = calls(&sm);
+    assert_eq!(c[0], 0, "no version check before a first read: {c:?}");
+    assert!(c[1] <= 4, "30 first reads in a few batch reads: {c:?}");
+    println!("30 new bindings at once: {c:?} (ListSecrets, BatchGetSecretValue, GetSecretValue)");
+
+    // Their values held now (as the controller says once the Secrets are written).
+    let held: Vec<Reader> = readers
+        .into_iter()
+        .map(|r| Reader {
+            reads_values: false,
+            ..r
+        })
+        .collect();
+    let held_all = |e: &[ResolvedEntry]| vec![true; e.len()];
+    let again = futures::future::join_all(
+        held.iter()
+            .zip(specs.iter().zip(&grants))
+            .map(|(r, (s, g))| sm.resolve_for(r, g, s, &none, &held_all)),
+    )
+    .await;
+    assert!(again.iter().all(Result::is_ok));
+    assert_eq!(
+        calls(&sm),
+        c,
+        "the versions the reads learnt serve the next pass"
+    );
 }
 
 /// 30 explicit names whose prefix also holds 400 unrelated secrets: the first check lists the

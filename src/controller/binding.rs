@@ -371,15 +371,16 @@ async fn observe(
     // A forced sync reads explicit entries directly and lists anew; otherwise what the shared
     // view learnt within the interval serves, and values the managed Secret holds for the
     // current versions are not read again.
-    let reader = Reader {
-        key: key.clone(),
-        max_age: if forced { Duration::ZERO } else { interval },
-        direct: forced,
-    };
     let holding = if forced {
         None
     } else {
         holding(binding, ctx, key).await
+    };
+    let reader = Reader {
+        key: key.clone(),
+        max_age: if forced { Duration::ZERO } else { interval },
+        direct: forced,
+        reads_values: holding.is_none(),
     };
     let conversion = held::Conversion::of(&binding.spec);
     let held = |entries: &[ResolvedEntry]| match &holding {

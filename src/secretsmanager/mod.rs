@@ -30,7 +30,7 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::Client;
 
 pub use calls::{BATCH_LIMIT, Described, LIST_PAGE};
-pub use limit::RateLimit;
+pub use limit::{RateLimit, Waited};
 pub use patterns::{DiscoveryPatterns, Lookup};
 pub use view::ReaderKey;
 
@@ -93,6 +93,9 @@ pub struct Reader {
     pub key: ReaderKey,
     pub max_age: Duration,
     pub direct: bool,
+    /// It holds no value yet (a new binding): it reads every value it locates, so names never
+    /// checked are read at once instead of checked first ([`View::versions`]).
+    pub reads_values: bool,
 }
 
 /// The process-wide Secrets Manager component.
@@ -104,6 +107,8 @@ pub struct SecretsManager {
     pub calls: Calls,
     /// Bytes of secret values received (every value moved is exposure).
     pub value_bytes: prometheus_client::metrics::counter::Counter,
+    /// Seconds calls waited for the client-side rate limit.
+    pub rate_limit_wait: limit::Waited,
 }
 
 /// An explicit entry of a spec.
@@ -133,6 +138,7 @@ impl SecretsManager {
             views: Mutex::default(),
             calls: Calls::default(),
             value_bytes: Default::default(),
+            rate_limit_wait: Default::default(),
         }
     }
 
@@ -144,7 +150,7 @@ impl SecretsManager {
         let client = self.client(origin).await;
         let view = Arc::new(View::new(
             client,
-            limit::TokenBucket::new(self.limit),
+            limit::TokenBucket::new(self.limit, self.rate_limit_wait.clone()),
             self.value_bytes.clone(),
         ));
         self.views
@@ -208,6 +214,7 @@ impl SecretsManager {
             key: ("".into(), format!("render-{}", fastrand::u64(..))),
             max_age: Duration::ZERO,
             direct: true,
+            reads_values: true,
         };
         let out = self
             .resolve_for(&reader, grant, spec, patterns, &|e| vec![false; e.len()])
@@ -289,7 +296,13 @@ impl SecretsManager {
         // Without secretsmanager:ListSecrets, explicit names are read directly (as the first
         // version did): correct, only dearer.
         let (versions, direct) = match view
-            .versions(&self.calls, &reader.key, &names, reader.max_age)
+            .versions(
+                &self.calls,
+                &reader.key,
+                &names,
+                reader.max_age,
+                reader.reads_values,
+            )
             .await
         {
             Ok(v) => (v, direct),

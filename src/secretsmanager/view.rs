@@ -22,6 +22,7 @@ use aws_sdk_secretsmanager::Client;
 use super::ResolveError;
 use super::calls::{Api, FILTER_VALUES, LIST_PAGE, Listed};
 use super::limit::TokenBucket;
+use crate::api::EntryState;
 use crate::entries::Fetched;
 use crate::metrics::Calls;
 
@@ -101,6 +102,11 @@ struct State {
     names: HashMap<ReaderKey, BTreeSet<String>>,
     /// Names whose values readers are waiting for.
     pending: BTreeSet<String>,
+    /// Names never checked that readers holding no value yet read instead ([`View::first_read`]),
+    /// and values such a read stored before their readers claimed them (with when: a reader
+    /// that went away meanwhile never claims; [`View::refresh`] drops them).
+    first_reads: BTreeSet<String>,
+    unclaimed: Vec<(Pair, Instant)>,
     /// Names whose current version changed since it was last learnt, or whose check began or
     /// stopped failing, not yet reported.
     changed: BTreeSet<String>,
@@ -244,6 +250,9 @@ fn due_names(s: &State, names: &BTreeSet<String>, max_age: Duration) -> BTreeSet
 /// at the first run where what it refreshes is at least its interval less half a tick old, so
 /// that it is never more than half a tick late.
 pub const REFRESH_TICK: Duration = Duration::from_secs(1);
+
+/// How long a value a first read stored waits for its reader to claim it.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(10);
 
 /// Whether something learnt `age` ago is due for the background refresh on `interval`.
 fn due(age: Duration, interval: Duration) -> bool {
@@ -473,12 +482,16 @@ impl View {
     /// The current version of each of `names` (None: no such secret), learnt at most `max_age`
     /// ago (or, under a background refresh, as last learnt). One check serves every reader:
     /// names of all readers that are due are checked together.
+    ///
+    /// A reader that holds no value yet (`reads_values`: it reads every value it locates) reads
+    /// its names never checked instead ([`View::first_read`]).
     pub async fn versions(
         &self,
         calls: &Calls,
         reader: &ReaderKey,
         names: &BTreeSet<String>,
         max_age: Duration,
+        reads_values: bool,
     ) -> Result<BTreeMap<String, Option<String>>, ResolveError> {
         {
             let mut s = self.state();
@@ -489,6 +502,13 @@ impl View {
         }
         if let Some(v) = self.known_versions(names, self.served_age(max_age)) {
             return Ok(v);
+        }
+        if reads_values {
+            self.first_read(calls, names).await?;
+            // What the read could not place (an error for that id) is checked as usual.
+            if let Some(v) = self.known_versions(names, Duration::MAX) {
+                return Ok(v);
+            }
         }
         // First syncs check their new names among themselves: they never wait behind a
         // refresh's check of everything known (at 10,000 names, 100 pages).
@@ -513,7 +533,11 @@ impl View {
         if let Some(v) = self.known_versions(names, max_age) {
             return Ok(v);
         }
+        // Waiting for the rate limit before taking the names: those registered meanwhile (by
+        // readers now waiting for this lock) are checked in the same calls.
+        self.limiter.ready().await;
         let due = due_names(&self.state(), names, max_age);
+        tracing::debug!(names = due.len(), first_sync, "checking versions");
         self.check(calls, &due).await?;
         // The names are readable again: a failure the background refresh recorded ends.
         self.state().record_names(due.iter(), &Ok(()));
@@ -522,6 +546,73 @@ impl View {
             .iter()
             .map(|n| (n.clone(), s.versions.get(n).and_then(|(v, _)| v.clone())))
             .collect())
+    }
+
+    /// Reads the values of `names` never checked: `BatchGetSecretValue` answers with the
+    /// current version, so a reader that holds no value yet (a new binding) needs one call, not
+    /// a version check and then a read. The names go with the other readers' value reads
+    /// (whoever holds the read lock reads everything queued); the values are kept until the
+    /// reader claims them ([`View::values`]).
+    async fn first_read(
+        &self,
+        calls: &Calls,
+        names: &BTreeSet<String>,
+    ) -> Result<(), ResolveError> {
+        let unknown = |s: &State| -> BTreeSet<String> {
+            names
+                .iter()
+                .filter(|n| !s.versions.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        {
+            let mut s = self.state();
+            let mine = unknown(&s);
+            s.first_reads.extend(mine.iter().cloned());
+            s.pending.extend(mine);
+        }
+        let _flight = self.read_lock.lock().await;
+        self.limiter.ready().await;
+        let still = unknown(&self.state());
+        if still.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = {
+            let mut st = self.state();
+            let mut ids = std::mem::take(&mut st.pending);
+            ids.extend(still);
+            ids.into_iter().collect()
+        };
+        tracing::debug!(ids = ids.len(), "reading values (first reads among them)");
+        match self.api(calls).batch_get(&ids).await {
+            Ok(read) => {
+                self.keep_read(&read);
+                Ok(())
+            }
+            Err(e) => {
+                let mut s = self.state();
+                for id in &ids {
+                    s.first_reads.remove(id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops values a first read stored that no reader claimed within `grace` (their reader
+    /// went away before it could).
+    fn drop_unclaimed(&self, grace: Duration) {
+        let mut s = self.state();
+        let now = Instant::now();
+        let (old, young): (Vec<_>, Vec<_>) = std::mem::take(&mut s.unclaimed)
+            .into_iter()
+            .partition(|(_, at)| now.duration_since(*at) >= grace);
+        s.unclaimed = young;
+        for (pair, _) in old {
+            if s.values.get(&*pair).is_some_and(|slot| slot.readers == 0) {
+                s.values.remove(&*pair);
+            }
+        }
     }
 
     /// Learns the current versions of `names`, each set the cheaper way ([`plan_checks`]).
@@ -566,6 +657,7 @@ impl View {
     /// failing ([`View::take_changed`], [`View::take_woken`]).
     pub async fn refresh(&self, calls: &Calls) {
         self.background.store(true, Ordering::Relaxed);
+        self.drop_unclaimed(UNCLAIMED_GRACE);
         let (names, filters) = {
             let s = self.state();
             if s.next_try.is_some_and(|t| Instant::now() < t) {
@@ -702,6 +794,9 @@ impl View {
             // what it misses, and whoever holds the read lock reads everything queued.
             self.state().pending.extend(mine);
             let _flight = self.read_lock.lock().await;
+            // As for version checks: what queues while the rate limit holds this read back
+            // goes in the same read.
+            self.limiter.ready().await;
             let still = missing(&self.state());
             if !still.is_empty() {
                 let ids: Vec<String> = {
@@ -710,6 +805,7 @@ impl View {
                     ids.extend(still);
                     ids.into_iter().collect()
                 };
+                tracing::debug!(ids = ids.len(), "reading values");
                 read = self.api(calls).batch_get(&ids).await?;
                 self.keep_read(&read);
             }
@@ -745,12 +841,24 @@ impl View {
         let now = Instant::now();
         let mut s = self.state();
         for (id, (version, fetched)) in read {
-            if let Some(v) = version {
-                if let Some(slot) = s.values.get_mut(&(id.clone(), v.clone())) {
-                    slot.value = Some(fetched.clone());
+            let first = s.first_reads.remove(id);
+            let Some(v) = version else {
+                // Read because never checked: "no such secret" is what a check would learn.
+                if first && matches!(fetched, Fetched::Problem(EntryState::NotFound, _)) {
+                    s.learn_version(id, None, now);
                 }
-                s.learn_version(id, Some(v.clone()), now);
+                continue;
+            };
+            let key = (id.clone(), v.clone());
+            if let Some(slot) = s.values.get_mut(&key) {
+                slot.value = Some(fetched.clone());
+            } else if first {
+                let pair = Arc::new(key);
+                let value = Some(fetched.clone());
+                s.values.insert(pair.clone(), Slot { readers: 0, value });
+                s.unclaimed.push((pair, now));
             }
+            s.learn_version(id, Some(v.clone()), now);
         }
     }
 
@@ -993,7 +1101,7 @@ mod tests {
             .build();
         let view = View::new(
             Client::from_conf(conf),
-            TokenBucket::new(super::super::RateLimit::default()),
+            TokenBucket::new(super::super::RateLimit::default(), Default::default()),
             Default::default(),
         );
         {
@@ -1019,6 +1127,50 @@ mod tests {
         view.learn(Some("p/"), &listed(&["p/x", "p/y"]));
         assert_eq!(view.take_woken(), BTreeSet::from([reader("a")]));
         assert!(view.take_woken().is_empty());
+    }
+
+    #[test]
+    fn values_a_first_read_stored_leave_unless_claimed() {
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        let view = View::new(
+            Client::from_conf(conf),
+            TokenBucket::new(super::super::RateLimit::default(), Default::default()),
+            Default::default(),
+        );
+        view.state().first_reads = set(&["a".to_string(), "b".to_string(), "c".to_string()]);
+        let value = |v: &str| (Some(v.to_string()), Fetched::Value(format!("value-{v}")));
+        let missing = (
+            None,
+            super::super::calls::problem("ResourceNotFoundException"),
+        );
+        let read = BTreeMap::from([
+            ("a".to_string(), value("1")),
+            ("b".to_string(), value("2")),
+            ("c".to_string(), missing),
+        ]);
+        view.keep_read(&read);
+        assert_eq!(view.sizes().2, 2, "both values kept for their readers");
+        assert_eq!(
+            view.known_versions(&set(&["a".into(), "c".into()]), Duration::MAX),
+            Some(BTreeMap::from([
+                ("a".into(), Some("1".into())),
+                ("c".into(), None)
+            ])),
+            "the read taught the versions, and that c does not exist"
+        );
+        view.state()
+            .claim(&reader("x"), [("a".to_string(), "1".to_string())].iter());
+        view.drop_unclaimed(Duration::ZERO);
+        assert_eq!(
+            view.sizes().2,
+            1,
+            "the unclaimed value left, the claimed one stays"
+        );
+        assert!(view.state().first_reads.is_empty());
+        view.forget(&reader("x"));
+        assert_eq!(view.sizes().2, 0);
     }
 
     #[test]
