@@ -3,9 +3,11 @@
 //!
 //! - A listing (by name filter) is made once per refresh window for all bindings that need it;
 //!   concurrent requests for the same listing wait for the one in flight (single-flight).
-//! - Explicit secret names learn their current version from listings, never from a value read:
+//! - Explicit secret names learn their current version from listings, not from value reads:
 //!   names sharing a prefix are checked by listing that prefix when it holds few other secrets,
 //!   else by name (10 per `ListSecrets` filter). Every listing refreshes the versions it shows.
+//!   The exception is a reader that holds no value yet (a new binding): it must read every
+//!   value anyway, so its names never checked are read at once, the read telling the version.
 //! - A value is read once per (secret, version) for all bindings and kept only while some binding
 //!   still refers to that version.
 //! - In the controller, a background refresh ([`View::refresh`]) keeps the versions and listings
