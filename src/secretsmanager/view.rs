@@ -24,7 +24,6 @@ use aws_sdk_secretsmanager::Client;
 use super::ResolveError;
 use super::calls::{Api, FILTER_VALUES, LIST_PAGE, Listed};
 use super::limit::TokenBucket;
-use crate::api::EntryState;
 use crate::entries::Fetched;
 use crate::metrics::Calls;
 
@@ -253,8 +252,9 @@ fn due_names(s: &State, names: &BTreeSet<String>, max_age: Duration) -> BTreeSet
 /// that it is never more than half a tick late.
 pub const REFRESH_TICK: Duration = Duration::from_secs(1);
 
-/// How long a value a first read stored waits for its reader to claim it.
-const UNCLAIMED_GRACE: Duration = Duration::from_secs(10);
+/// How long a value a first read stored for another reader waits for that reader to claim it
+/// (it does as soon as it holds the read lock; a reader deleted meanwhile never does).
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(30);
 
 /// Whether something learnt `age` ago is due for the background refresh on `interval`.
 fn due(age: Duration, interval: Duration) -> bool {
@@ -506,7 +506,7 @@ impl View {
             return Ok(v);
         }
         if reads_values {
-            self.first_read(calls, names).await?;
+            self.first_read(calls, reader, names).await?;
             // What the read could not place (an error for that id) is checked as usual.
             if let Some(v) = self.known_versions(names, Duration::MAX) {
                 return Ok(v);
@@ -558,6 +558,7 @@ impl View {
     async fn first_read(
         &self,
         calls: &Calls,
+        reader: &ReaderKey,
         names: &BTreeSet<String>,
     ) -> Result<(), ResolveError> {
         let unknown = |s: &State| -> BTreeSet<String> {
@@ -576,29 +577,35 @@ impl View {
         let _flight = self.read_lock.lock().await;
         self.limiter.ready().await;
         let still = unknown(&self.state());
-        if still.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<String> = {
-            let mut st = self.state();
-            let mut ids = std::mem::take(&mut st.pending);
-            ids.extend(still);
-            ids.into_iter().collect()
+        let result = match still.is_empty() {
+            // Learnt meanwhile (another reader's read, a check or a listing): nothing to read.
+            true => Ok(()),
+            false => {
+                let ids: Vec<String> = {
+                    let mut st = self.state();
+                    let mut ids = std::mem::take(&mut st.pending);
+                    ids.extend(still.iter().cloned());
+                    ids.into_iter().collect()
+                };
+                tracing::debug!(ids = ids.len(), "reading values (first reads among them)");
+                let read = self.api(calls).batch_get(&ids).await;
+                read.map(|read| self.keep_read(&read))
+            }
         };
-        tracing::debug!(ids = ids.len(), "reading values (first reads among them)");
-        match self.api(calls).batch_get(&ids).await {
-            Ok(read) => {
-                self.keep_read(&read);
-                Ok(())
-            }
-            Err(e) => {
-                let mut s = self.state();
-                for id in &ids {
-                    s.first_reads.remove(id);
-                }
-                Err(e)
-            }
+        // The reader claims what it now knows at once (its values are not left to the grace
+        // of unclaimed ones); its names leave the queues whatever happened (a failed read is
+        // retried by its reconcile).
+        let mut s = self.state();
+        let known: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|n| Some((n.clone(), s.versions.get(n)?.0.clone()?)))
+            .collect();
+        s.claim(reader, known.iter());
+        for n in names {
+            s.first_reads.remove(n);
+            s.pending.remove(n);
         }
+        result
     }
 
     /// Drops values a first read stored that no reader claimed within `grace` (their reader
@@ -844,13 +851,9 @@ impl View {
         let mut s = self.state();
         for (id, (version, fetched)) in read {
             let first = s.first_reads.remove(id);
-            let Some(v) = version else {
-                // Read because never checked: "no such secret" is what a check would learn.
-                if first && matches!(fetched, Fetched::Problem(EntryState::NotFound, _)) {
-                    s.learn_version(id, None, now);
-                }
-                continue;
-            };
+            // Without a version (an error for that id) nothing is learnt: a check decides
+            // whether the secret exists.
+            let Some(v) = version else { continue };
             let key = (id.clone(), v.clone());
             if let Some(slot) = s.values.get_mut(&key) {
                 slot.value = Some(fetched.clone());
@@ -1155,12 +1158,14 @@ mod tests {
         view.keep_read(&read);
         assert_eq!(view.sizes().2, 2, "both values kept for their readers");
         assert_eq!(
-            view.known_versions(&set(&["a".into(), "c".into()]), Duration::MAX),
-            Some(BTreeMap::from([
-                ("a".into(), Some("1".into())),
-                ("c".into(), None)
-            ])),
-            "the read taught the versions, and that c does not exist"
+            view.known_versions(&set(&["a".into()]), Duration::MAX),
+            Some(BTreeMap::from([("a".into(), Some("1".into()))])),
+            "the read taught the version"
+        );
+        assert_eq!(
+            view.known_versions(&set(&["c".into()]), Duration::MAX),
+            None,
+            "an error for an id teaches nothing: a check decides"
         );
         view.state()
             .claim(&reader("x"), [("a".to_string(), "1".to_string())].iter());
