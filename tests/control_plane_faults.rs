@@ -183,6 +183,9 @@ impl Partition {
 
 impl Drop for Partition {
     fn drop(&mut self) {
+        let kubeconfig =
+            std::env::temp_dir().join(format!("aso-partition-{}.kubeconfig", self.port));
+        let _ = std::fs::remove_file(kubeconfig);
         self.task.abort();
         for h in self.live.lock().unwrap().drain(..) {
             h.abort();
@@ -1232,4 +1235,5 @@ async fn uninstall_order_and_stuck_namespace_recovery() {
         recover: "manual step needed in the wrong order".into(),
     });
     delete_namespace(&client, &system).await;
+    let _ = std::fs::remove_file(&kubeconfig);
 }
