@@ -84,15 +84,14 @@ impl TokenBucket {
 mod tests {
     use super::*;
 
+    fn ten_per_second(burst: f64) -> TokenBucket {
+        let per_second = 10.0;
+        TokenBucket::new(RateLimit { per_second, burst }, Waited::default())
+    }
+
     #[test]
     fn burst_then_rate() {
-        let b = TokenBucket::new(
-            RateLimit {
-                per_second: 10.0,
-                burst: 3.0,
-            },
-            Waited::default(),
-        );
+        let b = ten_per_second(3.0);
         let t = Instant::now();
         for _ in 0..3 {
             assert_eq!(b.wait(t, true), Duration::ZERO);
@@ -107,13 +106,7 @@ mod tests {
 
     #[test]
     fn waiting_until_ready_takes_nothing() {
-        let b = TokenBucket::new(
-            RateLimit {
-                per_second: 10.0,
-                burst: 1.0,
-            },
-            Waited::default(),
-        );
+        let b = ten_per_second(1.0);
         let t = Instant::now();
         assert_eq!(b.wait(t, false), Duration::ZERO);
         assert_eq!(b.wait(t, true), Duration::ZERO);

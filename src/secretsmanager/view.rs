@@ -580,17 +580,10 @@ impl View {
         let result = match still.is_empty() {
             // Learnt meanwhile (another reader's read, a check or a listing): nothing to read.
             true => Ok(()),
-            false => {
-                let ids: Vec<String> = {
-                    let mut st = self.state();
-                    let mut ids = std::mem::take(&mut st.pending);
-                    ids.extend(still.iter().cloned());
-                    ids.into_iter().collect()
-                };
-                tracing::debug!(ids = ids.len(), "reading values (first reads among them)");
-                let read = self.api(calls).batch_get(&ids).await;
-                read.map(|read| self.keep_read(&read))
-            }
+            false => self
+                .read_queued(calls, still.iter().cloned())
+                .await
+                .map(drop),
         };
         // The reader claims what it now knows at once (its values are not left to the grace
         // of unclaimed ones); its names leave the queues whatever happened (a failed read is
@@ -606,6 +599,25 @@ impl View {
             s.pending.remove(n);
         }
         result
+    }
+
+    /// Reads `ids` and every name other readers queued (`pending`), in one batch read, and keeps
+    /// what was read. The caller holds the read lock and has waited for the rate limit.
+    async fn read_queued(
+        &self,
+        calls: &Calls,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<super::calls::Read, ResolveError> {
+        let ids: Vec<String> = {
+            let mut s = self.state();
+            let mut all = std::mem::take(&mut s.pending);
+            all.extend(ids);
+            all.into_iter().collect()
+        };
+        tracing::debug!(ids = ids.len(), "reading values");
+        let read = self.api(calls).batch_get(&ids).await?;
+        self.keep_read(&read);
+        Ok(read)
     }
 
     /// Drops values a first read stored that no reader claimed within `grace` (their reader
@@ -808,15 +820,7 @@ impl View {
             self.limiter.ready().await;
             let still = missing(&self.state());
             if !still.is_empty() {
-                let ids: Vec<String> = {
-                    let mut st = self.state();
-                    let mut ids: BTreeSet<String> = std::mem::take(&mut st.pending);
-                    ids.extend(still);
-                    ids.into_iter().collect()
-                };
-                tracing::debug!(ids = ids.len(), "reading values");
-                read = self.api(calls).batch_get(&ids).await?;
-                self.keep_read(&read);
+                read = self.read_queued(calls, still).await?;
             }
         }
         let s = self.state();
@@ -1001,6 +1005,18 @@ mod tests {
         ("ns".into(), name.into())
     }
 
+    /// A view whose client is never called.
+    fn offline_view() -> View {
+        let conf = aws_sdk_secretsmanager::Config::builder()
+            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+            .build();
+        View::new(
+            Client::from_conf(conf),
+            TokenBucket::new(super::super::RateLimit::default(), Default::default()),
+            Default::default(),
+        )
+    }
+
     #[test]
     fn the_background_refresh_checks_due_names_with_their_half_due_companions() {
         let mut s = State::default();
@@ -1101,14 +1117,7 @@ mod tests {
 
     #[test]
     fn readers_of_a_listing_are_woken_when_its_members_change() {
-        let conf = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .build();
-        let view = View::new(
-            Client::from_conf(conf),
-            TokenBucket::new(super::super::RateLimit::default(), Default::default()),
-            Default::default(),
-        );
+        let view = offline_view();
         {
             let mut s = view.state();
             s.filters.insert(reader("a"), set(&["p/".to_string()]));
@@ -1136,14 +1145,7 @@ mod tests {
 
     #[test]
     fn values_a_first_read_stored_leave_unless_claimed() {
-        let conf = aws_sdk_secretsmanager::Config::builder()
-            .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
-            .build();
-        let view = View::new(
-            Client::from_conf(conf),
-            TokenBucket::new(super::super::RateLimit::default(), Default::default()),
-            Default::default(),
-        );
+        let view = offline_view();
         view.state().first_reads = set(&["a".to_string(), "b".to_string(), "c".to_string()]);
         let value = |v: &str| (Some(v.to_string()), Fetched::Value(format!("value-{v}")));
         let missing = (
