@@ -327,6 +327,31 @@ async fn twenty_bindings_roll_each_deployment_once_and_a_shared_rotation_once() 
     println!("idle 5 s: {} reconciles, {} ListSecrets", r1 - r0, l1 - l0);
     assert!(l1 - l0 >= 2.0, "the view kept checking: {l0} -> {l1}");
     assert_eq!(r1, r0, "no binding reconciled while nothing changed");
+    // A status-only write (ours after every sync, here someone else's) wakes nothing; a label
+    // change does.
+    let b00 = |op: &Operator| {
+        op.metric(&format!(
+            r#"airflow_secrets_reconciles_total{{namespace="{ns}",binding="b00"}}"#
+        ))
+    };
+    let bindings = Api::<AirflowSecretBinding>::namespaced(client.clone(), &ns);
+    let before = b00(&op);
+    let stale = json!({"status": {"lastSyncTime": "2000-01-01T00:00:00Z"}});
+    bindings
+        .patch_status("b00", &PatchParams::default(), &Patch::Merge(&stale))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(b00(&op), before, "a status write reconciles nothing");
+    let label = json!({"metadata": {"labels": {"team": "a"}}});
+    bindings
+        .patch("b00", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    eventually("b00 reconciled after a label change", T, || async {
+        (b00(&op) > before).then_some(())
+    })
+    .await;
 
     // One rotation of the secret five bindings read: one rollout per Deployment.
     put_secret(&sm, &format!("{p}/shared"), "postgres://shared/2").await;

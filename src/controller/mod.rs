@@ -21,7 +21,6 @@ pub mod scope;
 pub mod sources;
 pub mod workload;
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -246,7 +245,7 @@ async fn watch_bindings(
             writer,
         )
         .applied_objects()
-        .predicate_filter(what_reconciles, PredicateConfig::default())
+        .predicate_filter(what_reconciles(), PredicateConfig::default())
         .map_ok(|b| {
             let mut only = AirflowSecretBinding::new(&b.name_any(), Default::default());
             only.metadata.namespace = b.metadata.namespace;
@@ -268,19 +267,16 @@ async fn watch_bindings(
     Ok((reader, events))
 }
 
-/// What a binding's reconcile depends on in the binding object: its spec (generation), the
-/// force-sync and other annotations, labels, finalizers and deletion. A status write (ours, on
-/// every first sync) changes none of these and wakes nothing: during a mass creation those
-/// echoes were a third of all reconciles, queued before the first syncs still to do.
-fn what_reconciles(b: &AirflowSecretBinding) -> Option<u64> {
-    let m = &b.metadata;
-    let mut h = std::hash::DefaultHasher::new();
-    (m.generation, &m.annotations, &m.labels, &m.finalizers).hash(&mut h);
-    m.deletion_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .hash(&mut h);
-    Some(h.finish())
+/// What a binding's reconcile depends on in the binding object: its spec (generation, which
+/// the API server also bumps when deletion starts), the force-sync and other annotations,
+/// labels and finalizers. A status write (ours, on every first sync) changes none of these and
+/// wakes nothing: during a mass creation those echoes were a third of all reconciles, queued
+/// before the first syncs still to do.
+fn what_reconciles() -> impl Predicate<AirflowSecretBinding> {
+    predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::labels)
+        .combine(predicates::finalizers)
 }
 
 /// The Deployments' cache (slim) and their events.
